@@ -1,0 +1,1 @@
+"""The example API: replace it with the service's own."""

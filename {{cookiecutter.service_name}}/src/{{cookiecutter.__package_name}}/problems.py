@@ -1,0 +1,177 @@
+"""RFC 9457 problem details for every error the service answers.
+
+Each error path (unknown route, wrong method, invalid or oversized body, a domain error, an
+unexpected exception) answers ``application/problem+json`` with ``type``, ``title``,
+``status``, ``detail``, ``instance`` and the ``trace_id`` that finds the request's trace.
+A 5xx never carries exception text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from opentelemetry import trace
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_JSON = "application/problem+json"
+ABOUT_BLANK = "about:blank"
+
+log = structlog.get_logger(__name__)
+
+
+class Problem(Exception):
+    """A domain error the service raises on purpose; subclass it per kind of problem.
+
+    ``type`` is a URI naming the kind of problem (a stable identifier clients can branch on);
+    ``detail`` explains this occurrence to a person.
+    """
+
+    status: int = 400
+    type: str = ABOUT_BLANK
+    title: str = "Bad Request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        extensions: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = dict(extensions or {})
+        self.headers = dict(headers or {})
+
+
+def current_trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def problem_document(
+    *,
+    status: int,
+    detail: str,
+    instance: str,
+    type_: str = ABOUT_BLANK,
+    title: str | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> bytes:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or _http_status_phrase(status),
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "trace_id": current_trace_id(),
+    }
+    if extensions:
+        # Extensions never overwrite the standard members.
+        body.update({k: v for k, v in extensions.items() if k not in body})
+    return orjson.dumps(body)
+
+
+def problem_response(
+    *,
+    request: Request,
+    status: int,
+    detail: str,
+    type_: str = ABOUT_BLANK,
+    title: str | None = None,
+    extensions: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    document = problem_document(
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        type_=type_,
+        title=title,
+        extensions=extensions,
+    )
+    return Response(
+        document, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {})
+    )
+
+
+def _http_status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = _http_status_phrase(exc.status_code)
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail else phrase
+    if exc.status_code == 404 and detail == phrase:
+        detail = f"No resource at {request.url.path}."
+    elif exc.status_code == 405 and detail == phrase:
+        detail = f"{request.method} is not allowed on {request.url.path}."
+    elif exc.status_code == 413:
+        detail = "The request body is larger than this service accepts."
+    return problem_response(
+        request=request,
+        status=exc.status_code,
+        title=phrase,
+        detail=detail,
+        headers=exc.headers,
+    )
+
+
+def _pointer(location: tuple[int | str, ...]) -> str:
+    # JSON Pointer (RFC 6901) into the request part that failed, e.g. "#/body/quantity".
+    parts = (str(part).replace("~", "~0").replace("/", "~1") for part in location)
+    return "#/" + "/".join(parts)
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"pointer": _pointer(tuple(error["loc"])), "detail": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    return problem_response(
+        request=request,
+        status=422,
+        detail=f"The request has {len(errors)} invalid field(s); see errors.",
+        extensions={"errors": errors},
+    )
+
+
+async def handle_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return problem_response(
+        request=request,
+        status=exc.status,
+        type_=exc.type,
+        title=exc.title,
+        detail=exc.detail,
+        extensions=exc.extensions,
+        headers=exc.headers,
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # The exception is logged (with its trace) by the request observer; the client only
+    # learns that something failed and which trace to quote.
+    return problem_response(
+        request=request,
+        status=500,
+        detail="The service could not complete the request. Quote the trace_id when reporting it.",
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(Problem, handle_problem)
+    app.add_exception_handler(Exception, handle_unexpected)

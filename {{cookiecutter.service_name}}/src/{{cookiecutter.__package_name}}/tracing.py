@@ -1,0 +1,92 @@
+"""The tracer provider: resource, sampler and exporters from the standard ``OTEL_*`` variables.
+
+With no OTLP endpoint configured the provider still creates spans (so logs carry trace ids and
+context propagates), but exports nothing and says so once, instead of retrying a collector that
+is not there.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import structlog
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from .settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class UnknownExporterError(ValueError):
+    pass
+
+
+def build_resource(settings: Settings) -> Resource:
+    defaults = {
+        "service.name": settings.service_name,
+        "service.version": settings.service_version,
+        "service.owner": settings.owner,
+        "deployment.environment": settings.environment,
+        "deployment.environment.name": settings.environment,
+    }
+    # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win over the baked defaults.
+    from_environment = OTELResourceDetector().detect().attributes
+    return Resource.create({**defaults, **from_environment})
+
+
+def _otlp_exporter(settings: Settings) -> SpanExporter:
+    # Headers, timeouts, compression and certificates still come from the exporters' own
+    # OTEL_EXPORTER_OTLP_* variables.
+    base = (settings.otel_exporter_otlp_endpoint or "").rstrip("/")
+    if settings.otel_exporter_otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(endpoint=settings.otel_exporter_otlp_traces_endpoint or base)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    # Per the specification, the signal path is appended to the base endpoint only.
+    endpoint = settings.otel_exporter_otlp_traces_endpoint or f"{base}/v1/traces"
+    return HttpExporter(endpoint=endpoint)
+
+
+def _console_exporter() -> SpanExporter:
+    # stderr, one line per span: stdout belongs to the JSON logs.
+    return ConsoleSpanExporter(
+        out=sys.stderr, formatter=lambda span: span.to_json(indent=None) + "\n"
+    )
+
+
+def build_span_processors(settings: Settings) -> list[SpanProcessor]:
+    processors: list[SpanProcessor] = []
+    for name in settings.traces_exporters:
+        if name == "none":
+            continue
+        if name == "console":
+            processors.append(BatchSpanProcessor(_console_exporter()))
+        elif name == "otlp":
+            if settings.otlp_endpoint_configured:
+                processors.append(BatchSpanProcessor(_otlp_exporter(settings)))
+            else:
+                log.info(
+                    "traces are not exported: set OTEL_EXPORTER_OTLP_ENDPOINT to send them",
+                    exporter="otlp",
+                )
+        else:
+            raise UnknownExporterError(
+                f"OTEL_TRACES_EXPORTER={name!r} is not supported: use otlp, console or none"
+            )
+    return processors
+
+
+def build_tracer_provider(settings: Settings) -> TracerProvider:
+    """A provider that samples as OTEL_TRACES_SAMPLER(_ARG) say (parent-based by default)."""
+    provider = TracerProvider(resource=build_resource(settings), shutdown_on_exit=False)
+    for processor in build_span_processors(settings):
+        provider.add_span_processor(processor)
+    return provider

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from {{ cookiecutter.__package_name }}.app import create_app
+from {{ cookiecutter.__package_name }}.settings import Settings
+
+from .support.otlp_receiver import OtlpReceiver, run_receiver
+from .support.servers import RecordingDownstream, run_downstream
+
+PACKAGE = "{{ cookiecutter.__package_name }}"
+
+
+@pytest.fixture
+def span_exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer_provider(span_exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    return provider
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        defaults: dict[str, Any] = {"otel_traces_exporter": "none"}
+        return Settings(**{**defaults, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def app(settings: Settings, tracer_provider: TracerProvider) -> FastAPI:
+    return create_app(settings, tracer_provider=tracer_provider)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and talk to it in process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(app) as client:
+        yield client
+
+
+@pytest.fixture
+def downstream() -> Iterator[RecordingDownstream]:
+    yield from run_downstream()
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    yield from run_receiver()

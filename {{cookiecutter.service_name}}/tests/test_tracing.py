@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from {{ cookiecutter.__package_name }}.app import create_app
+from {{ cookiecutter.__package_name }}.settings import Settings
+from {{ cookiecutter.__package_name }}.tracing import (
+    UnknownExporterError,
+    build_resource,
+    build_span_processors,
+    build_tracer_provider,
+)
+
+from .conftest import serve
+from .support.otlp_receiver import OtlpReceiver
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_resource_carries_service_version_environment_and_owner(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    attributes = build_resource(make_settings(environment="staging")).attributes
+    assert attributes["service.name"] == "{{ cookiecutter.service_name }}"
+    assert attributes["service.version"] == "{{ cookiecutter.version }}"
+    assert attributes["service.owner"] == "{{ cookiecutter.owner }}"
+    assert attributes["deployment.environment"] == "staging"
+    assert attributes["deployment.environment.name"] == "staging"
+
+
+def test_resource_attributes_from_the_environment_win(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.owner=team-b,k8s.pod.name=p-1")
+    attributes = build_resource(make_settings()).attributes
+    assert attributes["service.owner"] == "team-b"
+    assert attributes["k8s.pod.name"] == "p-1"
+
+
+def test_no_endpoint_means_no_exporter(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert build_span_processors(make_settings(otel_traces_exporter="otlp")) == []
+
+
+def test_console_and_none_exporters(make_settings: Callable[..., Settings]) -> None:
+    assert build_span_processors(make_settings(otel_traces_exporter="none")) == []
+    processors = build_span_processors(make_settings(otel_traces_exporter="console"))
+    assert len(processors) == 1
+    assert isinstance(processors[0], BatchSpanProcessor)
+
+
+def test_unknown_exporter_is_refused_with_the_choices(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with pytest.raises(UnknownExporterError, match="use otlp, console or none"):
+        build_span_processors(make_settings(otel_traces_exporter="zipkin"))
+
+
+def test_sampler_comes_from_the_environment(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    provider = build_tracer_provider(make_settings())
+    assert "TraceIdRatioBased{0.25}" in provider.sampler.get_description()
+
+
+def test_default_sampler_is_parent_based(make_settings: Callable[..., Settings]) -> None:
+    provider = build_tracer_provider(make_settings())
+    assert provider.sampler.get_description().startswith("ParentBased")
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+async def test_spans_reach_a_real_otlp_receiver(
+    make_settings: Callable[..., Settings], otlp_receiver: OtlpReceiver, protocol: str
+) -> None:
+    endpoint = otlp_receiver.grpc_endpoint if protocol == "grpc" else otlp_receiver.http_endpoint
+    settings = make_settings(
+        otel_traces_exporter="otlp",
+        otel_exporter_otlp_protocol=protocol,
+        otel_exporter_otlp_endpoint=endpoint,
+    )
+    provider = build_tracer_provider(settings)
+    app = create_app(settings, tracer_provider=provider)
+    async with serve(app) as client:
+        await client.get("/items/1", headers={"traceparent": TRACEPARENT})
+        await client.get("/health/live")
+    provider.shutdown()
+    spans = otlp_receiver.wait_for(1)
+    assert [span.name for span in spans] == ["GET /items/{item_id}"]
+    span = spans[0]
+    assert span.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert span.parent_span_id == "b7ad6b7169203331"
+    assert span.kind == 2  # SPAN_KIND_SERVER
+    assert span.attributes["http.route"] == "/items/{item_id}"
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.service == "{{ cookiecutter.service_name }}"
+    assert otlp_receiver.resources[0]["service.owner"] == "{{ cookiecutter.owner }}"
