@@ -64,7 +64,8 @@ def next_steps(answers: Mapping[str, object]) -> str:
         f"  cd {name}",
         "  uv sync                      # create .venv from the locked dependencies",
         "  uv run pytest                # the service's own tests",
-        f"  uv run python -m {answers['__package_name']}   # start it on port {answers['http_port']}",
+        f"  uv run python -m {answers['__package_name']}"
+        f"   # start it on port {answers['http_port']}",
     ]
     if broker != "none":
         lines.append(f"  (the service expects a {broker} broker: see README.md, 'Running locally')")

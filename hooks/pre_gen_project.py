@@ -92,7 +92,8 @@ def _injection(field: str, value: str) -> str | None:
     if INJECTION.search(value):
         return (
             f"{field} {value!r} contains characters that cannot be used here "
-            "(template markers, double quotes, backticks, backslashes, ';', '$', '|', '<', '>', '../' or newlines): "
+            "(template markers, double quotes, backticks, backslashes, "
+            "';', '$', '|', '<', '>', '../' or newlines): "
             "type plain text without them"
         )
     return None
@@ -107,7 +108,8 @@ def check_service_name(value: str) -> list[str]:
     if not DNS_LABEL.match(value):
         return [
             f"service_name {value!r} is not a DNS label: use 1-63 lowercase letters, digits "
-            f"and '-', starting with a letter and not ending with '-'; for example {suggestion[:63]!r}"
+            "and '-', starting with a letter and not ending with '-'; "
+            f"for example {suggestion[:63]!r}"
         ]
     package = package_name(value)
     if keyword.iskeyword(package) or keyword.issoftkeyword(package):
@@ -132,7 +134,9 @@ def check_description(value: str) -> list[str]:
     if not value.strip():
         return ["description is empty: type one sentence on what the service does"]
     if len(value) > 200:
-        return [f"description is {len(value)} characters long: keep it to one sentence (200 at most)"]
+        return [
+            f"description is {len(value)} characters long: keep it to one sentence (200 at most)"
+        ]
     injected = _injection("description", value)
     return [injected] if injected else []
 
@@ -207,7 +211,9 @@ def main(answers_json: str) -> int:
     for error in errors:
         print(f"ERROR: {error}", file=sys.stderr)
     if errors:
-        print("Nothing was generated. Run cookiecutter again with the values above.", file=sys.stderr)
+        print(
+            "Nothing was generated. Run cookiecutter again with the values above.", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -69,3 +69,12 @@ def test_uvicorn_access_log_is_replaced(stream: io.StringIO) -> None:
     (record,) = records(stream)
     assert record["event"] == "Started server process"
     assert record["logger"] == "uvicorn.error"
+
+
+def test_uvicorn_copy_of_a_reraised_error_is_dropped(stream: io.StringIO) -> None:
+    try:
+        raise RuntimeError("already logged")
+    except RuntimeError as error:
+        logging.getLogger("uvicorn.error").error("Exception in ASGI application\n", exc_info=error)
+    logging.getLogger("uvicorn.error").error("something else")
+    assert [record["event"] for record in records(stream)] == ["something else"]

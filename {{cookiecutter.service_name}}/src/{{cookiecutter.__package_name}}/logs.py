@@ -21,6 +21,17 @@ _SILENCED = ("uvicorn.access",)
 _PROPAGATED = ("uvicorn", "uvicorn.error")
 
 
+class DropReraisedErrors(logging.Filter):
+    """Drop uvicorn's copy of an exception the service has already logged and answered.
+
+    The request observer logs it once, inside the request's span (so with its trace id), and
+    the problem handler answers 500; uvicorn then sees it re-raised and would log it again.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Exception in ASGI application")
+
+
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Add ``trace_id`` and ``span_id`` of the active span, in W3C hex form."""
     context = trace.get_current_span().get_span_context()
@@ -87,5 +98,8 @@ def configure_logging(*, service: str, level: str, stream: Any = None) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, DropReraisedErrors) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(DropReraisedErrors())
     for name in _SILENCED:
         logging.getLogger(name).disabled = True

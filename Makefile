@@ -1,0 +1,26 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   bake a service with the defaults, start it, and show it answering
+#   make test   install what the tests need and run them all
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test venv clean
+
+$(PY): requirements/test.txt
+	@command -v uv >/dev/null || python3 -m pip install --quiet uv
+	uv venv --quiet --python 3.11 $(VENV)
+	VIRTUAL_ENV=$(VENV) uv pip install --quiet -r requirements/test.txt
+	@touch $(PY)
+
+venv: $(PY)
+
+demo: $(PY)
+	$(PY) scripts/demo.py
+
+test: $(PY)
+	bash scripts/install-prometheus.sh
+	$(PY) -m pytest -n 2 --dist loadgroup tests
+
+clean:
+	rm -rf $(VENV) build

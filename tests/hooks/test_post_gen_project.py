@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ANSWERS: dict[str, Any] = {
+    "service_name": "orders",
+    "__package_name": "orders",
+    "http_port": 8000,
+    "messaging": "nats",
+    "discovery": "kubernetes",
+}
+
+
+def every_listed_path(post_gen: ModuleType) -> list[str]:
+    return sorted(
+        {
+            path.format(package="orders")
+            for by_value in post_gen.OPTION_PATHS.values()
+            for paths in by_value.values()
+            for path in paths
+        }
+    )
+
+
+def make_tree(root: Path, paths: list[str]) -> None:
+    for path in paths:
+        target = root / path
+        if target.suffix:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("")
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+
+
+@pytest.mark.parametrize("messaging", ["nats", "rabbitmq", "kafka", "none"])
+@pytest.mark.parametrize("discovery", ["kubernetes", "consul", "none"])
+def test_only_the_chosen_options_survive(
+    post_gen: ModuleType, tmp_path: Path, messaging: str, discovery: str
+) -> None:
+    listed = every_listed_path(post_gen)
+    make_tree(tmp_path, [*listed, "src/orders/app.py"])
+    answers = {**ANSWERS, "messaging": messaging, "discovery": discovery}
+    removed = post_gen.paths_to_remove(answers, "orders")
+    post_gen.prune(tmp_path, removed)
+    for path in removed:
+        assert not (tmp_path / path).exists()
+    assert (tmp_path / "src/orders/app.py").exists()
+    kept = [path for path in listed if (tmp_path / path).exists()]
+    for option, chosen in (("messaging", messaging), ("discovery", discovery)):
+        for value, paths in post_gen.OPTION_PATHS[option].items():
+            chosen_here = chosen != "none" if value == "*" else chosen == value
+            for path in paths:
+                assert ((path.format(package="orders")) in kept) == chosen_here
+
+
+def test_a_listed_path_that_is_missing_fails_before_deleting(
+    post_gen: ModuleType, tmp_path: Path
+) -> None:
+    (tmp_path / "present.txt").write_text("")
+    with pytest.raises(post_gen.MissingPathError, match=r"missing\.txt"):
+        post_gen.prune(tmp_path, ["present.txt", "missing.txt"])
+    assert (tmp_path / "present.txt").exists()
+
+
+def test_main_fails_with_a_clear_message_on_a_missing_path(
+    post_gen: ModuleType,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(post_gen.OPTION_PATHS, "discovery", {"consul": ("gone.py",)})
+    import json
+
+    assert post_gen.main(json.dumps(ANSWERS), tmp_path) == 1
+    assert "does not contain: gone.py" in capsys.readouterr().err
+
+
+def test_next_steps_name_the_commands(post_gen: ModuleType) -> None:
+    text = post_gen.next_steps(ANSWERS)
+    assert "cd orders" in text
+    assert "uv run pytest" in text
+    assert "python -m orders" in text
+    assert "nats" in text
