@@ -3,7 +3,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from {{ cookiecutter.__package_name }}.app import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
@@ -104,3 +108,49 @@ async def test_spans_reach_a_real_otlp_receiver(
     assert span.attributes["http.response.status_code"] == 200
     assert span.service == "{{ cookiecutter.service_name }}"
     assert otlp_receiver.resources[0]["service.owner"] == "{{ cookiecutter.owner }}"
+
+
+@pytest.mark.parametrize("operation_spans", [False, True], ids=["observer", "fastapi"])
+async def test_server_span_follows_the_http_conventions(
+    make_settings: Callable[..., Settings],
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    operation_spans: bool,
+) -> None:
+    """The lean observer span and FastAPI's own (with operation spans) look the same."""
+    app = create_app(
+        make_settings(trace_operation_spans=operation_spans), tracer_provider=tracer_provider
+    )
+    async with serve(app) as client:
+        await client.get("/items/1", headers={"traceparent": TRACEPARENT})
+        await client.get("/health/ready")
+    spans = span_exporter.get_finished_spans()
+    (server,) = [span for span in spans if span.kind == SpanKind.SERVER]
+    assert server.name == "GET /items/{item_id}"
+    assert server.parent is not None
+    assert format(server.parent.span_id, "016x") == "b7ad6b7169203331"
+    attributes = dict(server.attributes or {})
+    assert attributes["http.request.method"] == "GET"
+    assert attributes["http.route"] == "/items/{item_id}"
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["url.path"] == "/items/1"
+    assert attributes["url.scheme"] == "http"
+    operations = {span.name for span in spans if span.kind == SpanKind.INTERNAL}
+    assert bool(operations) == operation_spans
+    assert all(span.context.trace_id == server.context.trace_id for span in spans)
+
+
+async def test_server_error_marks_the_span(
+    app: FastAPI, span_exporter: InMemorySpanExporter
+) -> None:
+    @app.get("/boom")
+    async def boom() -> None:
+        raise KeyError("private")
+
+    async with serve(app) as client:
+        await client.get("/boom")
+    (span,) = span_exporter.get_finished_spans()
+    assert span.status.status_code == StatusCode.ERROR
+    assert dict(span.attributes or {})["error.type"] == "KeyError"
+    assert dict(span.attributes or {})["http.response.status_code"] == 500
+    assert "private" not in str(span.to_json())

@@ -11,11 +11,10 @@ import structlog
 from fastapi import FastAPI, Request
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.middleware import Middleware
-from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.responses import Response
 
 from .api import downstream, items
-from .body_limit import DeclaredBodyLimit
+from .body_limit import BodyLimit
 from .context import ServiceContext
 from .extensions import installed_extensions
 from .health import HealthRegistry
@@ -25,7 +24,7 @@ from .observe import ObserveRequests
 from .outbound import ClientConfig, build_client
 from .problems import install_problem_handlers
 from .settings import Settings
-from .tracing import build_tracer_provider
+from .tracing import build_tracer_provider, fastapi_telemetry, service_tracer
 
 log = structlog.get_logger(__name__)
 
@@ -100,27 +99,17 @@ def create_app(
         title=settings.service_name,
         version=settings.service_version,
         lifespan=_lifespan,
-        telemetry={
-            "tracer_provider": provider,
-            "tracing": True,
-            # Metrics come from prometheus-client (exemplars, /metrics); FastAPI's own log
-            # records would carry exception text, which the service keeps out of exports.
-            "metrics": False,
-            "logs": False,
-            "operation_spans": settings.trace_operation_spans,
-            "auto_configure": False,
-            "exclude": _not_observed,
-        },
+        telemetry=fastapi_telemetry(settings, provider, _not_observed),
         middleware=[
             Middleware(
                 ObserveRequests,
+                tracer=None if settings.trace_operation_spans else service_tracer(provider),
                 duration=metrics.server_duration,
                 active=metrics.server_active,
                 unobserved_paths=UNOBSERVED_PATHS,
                 log_requests=settings.access_log,
             ),
-            Middleware(DeclaredBodyLimit, max_body_bytes=settings.max_request_body_bytes),
-            Middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_request_body_bytes),
+            Middleware(BodyLimit, max_body_bytes=settings.max_request_body_bytes),
         ],
     )
     app.state.context = context

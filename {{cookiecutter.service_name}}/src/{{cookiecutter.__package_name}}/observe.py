@@ -1,8 +1,11 @@
-"""Per-request RED metrics and the access log, in one pure ASGI middleware.
+"""The request observer: server span, RED metrics and access log, in one pure ASGI layer.
 
-Runs inside FastAPI's request span, so the histogram's exemplar and the log line carry that
-span's trace id. Labels use the route template (``/items/{item_id}``), never the raw path, so
-ids in URLs cannot explode the number of series.
+One layer instead of three because each ASGI layer adds a coroutine and a ``send`` wrapper to
+every request (the benchmark in scripts/bench_http.py measures the difference). The span
+follows OpenTelemetry's HTTP server conventions; the metric and the log line are written while
+that span is current, so the histogram's exemplar and the log carry its trace id. Labels use the
+route template (``/items/{item_id}``), never the raw path, so ids in URLs cannot explode the
+number of series.
 """
 
 from __future__ import annotations
@@ -11,19 +14,35 @@ import time
 from collections.abc import Collection
 
 import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .metrics import current_exemplar
+from .problems import send_internal_error
 
 UNMATCHED_ROUTE = "unmatched"
-# OpenTelemetry's rule: methods outside the known set share one label value.
+# OpenTelemetry's rule: methods outside the known set share one value, "_OTHER".
 KNOWN_METHODS = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 )
 
-access_log = structlog.get_logger("access")
-error_log = structlog.get_logger(__name__)
+
+PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+
+
+def propagation_headers(scope: Scope) -> dict[str, str]:
+    """The W3C trace-context and baggage headers of a request (usually none or two)."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in PROPAGATION_HEADERS:
+            key = name.decode()
+            text = value.decode("latin-1")
+            # Repeated baggage headers are one list; the propagator reads a single value.
+            found[key] = f"{found[key]},{text}" if key in found else text
+    return found
 
 
 def route_template(scope: Scope) -> str:
@@ -32,21 +51,43 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED_ROUTE
 
 
+def _server_attributes(scope: Scope, method: str) -> dict[str, str]:
+    # The required attributes of the HTTP server span convention; recommended ones cost time
+    # on every request and can be added here when a team wants them.
+    attributes = {
+        "http.request.method": method,
+        "url.path": scope["path"],
+        "url.scheme": scope.get("scheme", "http"),
+    }
+    if method == "_OTHER":
+        attributes["http.request.method_original"] = scope["method"]
+    return attributes
+
+
 class ObserveRequests:
     def __init__(
         self,
         app: ASGIApp,
         *,
+        tracer: trace.Tracer | None,
         duration: Histogram,
         active: Gauge,
         unobserved_paths: Collection[str],
         log_requests: bool,
     ) -> None:
+        """``tracer`` None leaves the server span to FastAPI's own telemetry."""
         self.app = app
+        self._tracer = tracer
         self._duration = duration
         self._active = active
         self._unobserved = frozenset(unobserved_paths)
         self._log_requests = log_requests
+        # Bound now, not looked up per request: logging is configured before the app is made.
+        self._access_log = structlog.get_logger("access").bind()
+        self._error_log = structlog.get_logger(__name__).bind()
+        # Label lookups validate and lock; the few label combinations are cached here instead.
+        self._active_by_method: dict[str, Gauge] = {}
+        self._duration_by_labels: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self._unobserved:
@@ -54,32 +95,52 @@ class ObserveRequests:
             return
         method = scope["method"] if scope["method"] in KNOWN_METHODS else "_OTHER"
         status = 500
-        active = self._active.labels(method)
+        error_type = ""
+        active = self._active_by_method.get(method)
+        if active is None:
+            active = self._active_by_method[method] = self._active.labels(method)
         active.inc()
+        span: trace.Span | None = None
+        token = None
+        if self._tracer is not None:
+            carrier = propagation_headers(scope)
+            parent = propagate.extract(carrier) if carrier else otel_context.Context()
+            span = self._tracer.start_span(
+                method, parent, SpanKind.SERVER, _server_attributes(scope, method)
+            )
+            token = otel_context.attach(trace.set_span_in_context(span, parent))
         started = time.perf_counter()
 
+        response_started = False
+
         async def send_and_note_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_note_status)
-        except Exception:
-            error_log.exception(
+        except Exception as error:
+            # Answered here, while the request's span is still current, so the log line and
+            # the problem carry its trace id. Starlette's outer error middleware would run
+            # after the span has ended.
+            error_type = type(error).__qualname__
+            self._error_log.exception(
                 "unhandled exception", http_method=method, http_route=route_template(scope)
             )
-            raise
+            if response_started:
+                raise  # too late for a problem: let the server close the connection
+            status = 500
+            await send_internal_error(scope, send)
         finally:
             elapsed = time.perf_counter() - started
             active.dec()
             route = route_template(scope)
-            self._duration.labels(method, route, str(status)).observe(
-                elapsed, exemplar=current_exemplar()
-            )
+            self._histogram(method, route, status).observe(elapsed, exemplar=current_exemplar())
             if self._log_requests:
-                access_log.info(
+                self._access_log.info(
                     "request",
                     http_method=method,
                     http_route=route,
@@ -87,3 +148,28 @@ class ObserveRequests:
                     http_status=status,
                     duration_ms=round(elapsed * 1000, 3),
                 )
+            if span is not None:
+                _finish(span, method, route, status, error_type)
+            if token is not None:
+                otel_context.detach(token)
+
+    def _histogram(self, method: str, route: str, status: int) -> Histogram:
+        key = (method, route, status)
+        histogram = self._duration_by_labels.get(key)
+        if histogram is None:
+            histogram = self._duration.labels(method, route, str(status))
+            self._duration_by_labels[key] = histogram
+        return histogram
+
+
+def _finish(span: trace.Span, method: str, route: str, status: int, error_type: str) -> None:
+    attributes: dict[str, str | int] = {"http.response.status_code": status}
+    if route != UNMATCHED_ROUTE:
+        attributes["http.route"] = route
+        span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
+    if error_type or status >= 500:
+        # The exception's type only: its message may carry data that must not be exported.
+        attributes["error.type"] = error_type or str(status)
+        span.set_status(StatusCode.ERROR)
+    span.set_attributes(attributes)
+    span.end()

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 ABOUT_BLANK = "about:blank"
@@ -160,14 +161,31 @@ async def handle_problem(request: Request, exc: Exception) -> Response:
     )
 
 
+INTERNAL_ERROR_DETAIL = (
+    "The service could not complete the request. Quote the trace_id when reporting it."
+)
+
+
+async def send_problem(send: Send, status: int, document: bytes) -> None:
+    """Answer a problem straight on the ASGI channel (for layers outside the router)."""
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(document)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": document})
+
+
+async def send_internal_error(scope: Scope, send: Send) -> None:
+    # The client learns only that something failed and which trace to quote; the exception
+    # itself goes to the log.
+    document = problem_document(status=500, detail=INTERNAL_ERROR_DETAIL, instance=scope["path"])
+    await send_problem(send, 500, document)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    # The exception is logged (with its trace) by the request observer; the client only
-    # learns that something failed and which trace to quote.
-    return problem_response(
-        request=request,
-        status=500,
-        detail="The service could not complete the request. Quote the trace_id when reporting it.",
-    )
+    # Reached only for errors outside the request observer (which answers the rest itself).
+    return problem_response(request=request, status=500, detail=INTERNAL_ERROR_DETAIL)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -1,0 +1,201 @@
+"""HTTP overhead benchmark: this service against a bare FastAPI app, side by side.
+
+Both run under uvicorn with the same settings (one worker, same loop and HTTP parser) and serve
+the same example route, ``GET /items/{item_id}``: the bare app is FastAPI with the service's
+items router and nothing else. The service runs with everything on: tracing
+sampled at 100 % and exported over OTLP/HTTP to a receiver process, RED metrics with exemplars,
+and the JSON access log (written to /dev/null). wrk drives each in alternating rounds; the
+medians and the ratio are printed. Needs ``wrk`` (Debian: apt-get install wrk).
+
+    uv run python scripts/bench_http.py [--rounds 3] [--seconds 10] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = next(p.name for p in (ROOT / "src").iterdir() if (p / "app.py").exists())
+
+# The baseline: bare FastAPI serving the service's own example router, nothing else.
+BARE_APP = textwrap.dedent(
+    """
+    import os, sys
+    import uvicorn
+    from fastapi import FastAPI
+    from {package}.api import items
+
+    app = FastAPI()
+    app.state.items = items.ItemStore()
+    app.include_router(items.router)
+
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["HTTP_PORT"]),
+                log_config=None, access_log=False, server_header=False)
+    """
+)
+
+# Accepts OTLP/HTTP exports and discards them, so the service pays the real export cost.
+SINK = textwrap.dedent(
+    """
+    import os
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Sink).serve_forever()
+    """
+)
+
+
+@dataclass
+class Run:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {timeout} s")
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+
+
+def _millis(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, seconds: int, connections: int) -> Run:
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _millis(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _millis(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in output or "Socket errors" in output:
+        raise SystemExit(f"errors during the run:\n{output}")
+    return Run(rps, p50, p99)
+
+
+def summary(runs: list[Run]) -> Run:
+    return Run(
+        statistics.median(r.requests_per_second for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk (or brew install wrk)")
+
+    bare_port, service_port, sink_port = free_port(), free_port(), free_port()
+    processes = [
+        start([sys.executable, "-c", SINK], {"PORT": str(sink_port)}),
+        start(
+            [sys.executable, "-c", BARE_APP.format(package=PACKAGE)],
+            {"HTTP_PORT": str(bare_port), "PYTHONPATH": str(ROOT / "src")},
+        ),
+        start(
+            [sys.executable, "-m", PACKAGE],
+            {
+                "PYTHONPATH": str(ROOT / "src"),
+                "HTTP_HOST": "127.0.0.1",
+                "HTTP_PORT": str(service_port),
+                "OTEL_TRACES_SAMPLER": "always_on",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+                "ACCESS_LOG": "true",
+                "LOG_LEVEL": "INFO",
+            },
+        ),
+    ]
+    try:
+        bare_url = f"http://127.0.0.1:{bare_port}/items/1"
+        service_url = f"http://127.0.0.1:{service_port}/items/1"
+        wait_ready(bare_url)
+        wait_ready(service_url)
+        for url in (bare_url, service_url):  # warm-up
+            wrk(url, 2, options.connections)
+        bare_runs, service_runs = [], []
+        for round_number in range(1, options.rounds + 1):
+            bare_runs.append(wrk(bare_url, options.seconds, options.connections))
+            service_runs.append(wrk(service_url, options.seconds, options.connections))
+            print(
+                f"round {round_number}: bare {bare_runs[-1].requests_per_second:8.0f} req/s   "
+                f"service {service_runs[-1].requests_per_second:8.0f} req/s",
+                flush=True,
+            )
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    bare, service = summary(bare_runs), summary(service_runs)
+    print()
+    print(f"{'':28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, run in (("bare FastAPI", bare), ("service, everything on", service)):
+        print(f"{name:28}{run.requests_per_second:10.0f}{run.p50_ms:10.2f}{run.p99_ms:10.2f}")
+    ratio = service.requests_per_second / bare.requests_per_second
+    print(f"\nthroughput ratio service/bare: {ratio:.2f} (medians of {options.rounds} rounds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
