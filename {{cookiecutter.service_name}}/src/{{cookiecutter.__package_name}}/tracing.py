@@ -8,18 +8,27 @@ is not there.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 import structlog
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
 
 from . import __version__
 from .settings import Settings
+from .span_encoding import SpanEncoder
 
 log = structlog.get_logger(__name__)
 
@@ -51,13 +60,29 @@ def _otlp_exporter(settings: Settings) -> SpanExporter:
         )
 
         return GrpcExporter(endpoint=settings.otel_exporter_otlp_traces_endpoint or base)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpExporter,
-    )
-
     # Per the specification, the signal path is appended to the base endpoint only.
     endpoint = settings.otel_exporter_otlp_traces_endpoint or f"{base}/v1/traces"
-    return HttpExporter(endpoint=endpoint)
+    return FastHttpSpanExporter(endpoint=endpoint)
+
+
+class FastHttpSpanExporter(HttpSpanExporter):
+    """The SDK's OTLP/HTTP exporter (endpoint, headers, TLS, compression, retries), with the
+    span encoding of span_encoding.py, several times cheaper than the SDK's own."""
+
+    def __init__(self, *, endpoint: str) -> None:
+        super().__init__(endpoint=endpoint)
+        self._encoder = SpanEncoder()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        try:
+            payload = self._encoder.encode(spans)
+        except Exception:  # an unencodable batch is dropped, never raised into the SDK
+            log.exception("span batch could not be encoded", spans=len(spans))
+            return SpanExportResult.FAILURE
+        result = self._client.export(payload)
+        return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
 
 
 def _console_exporter() -> SpanExporter:

@@ -1,0 +1,226 @@
+"""OTLP protobuf encoding of finished spans, written straight to bytes.
+
+The OpenTelemetry SDK's encoder builds a protobuf object per span, attribute and value, which
+costs about 30 us per span in Python: with every request traced, more than the request itself.
+This encoder writes the same wire format directly and caches the encoding of repeated
+attributes, resources and scopes, at a fraction of the cost (scripts/bench_http.py shows the
+difference). tests/test_span_encoding.py proves that it decodes to exactly the message the
+SDK's encoder builds, for arbitrary spans.
+
+Wire format: https://protobuf.dev/programming-guides/encoding/ ; messages:
+opentelemetry/proto/trace/v1/trace.proto and common/v1/common.proto.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind
+
+_FIXED64 = struct.Struct("<Q").pack
+_FIXED32 = struct.Struct("<I").pack
+_DOUBLE = struct.Struct("<d").pack
+
+# OTLP's SpanKind numbers are the API's plus one (0 is "unspecified").
+_KIND = {kind: kind.value + 1 for kind in SpanKind}
+# SpanFlags: bit 8 says whether bit 9 (parent is remote) is known; it always is here.
+_HAS_IS_REMOTE = 0x100
+_IS_REMOTE = 0x200
+_CACHE_LIMIT = 4096
+
+# One scope's encoded spans, as grouped for an export request.
+_ScopeGroup = tuple[InstrumentationScope | None, list[bytes]]
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        value += 1 << 64  # int64 in two's complement, as protobuf does
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _value(value: Any) -> bytes:
+    """An AnyValue message body."""
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _field(b"\x0a", value.encode())
+    if isinstance(value, int):
+        return b"\x18" + _varint(value)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE(value)
+    if isinstance(value, bytes):
+        return _field(b"\x3a", value)
+    if isinstance(value, Sequence):
+        return _field(b"\x2a", b"".join(_field(b"\x0a", _value(item)) for item in value))
+    if isinstance(value, Mapping):
+        pairs = b"".join(_field(b"\x0a", _key_value(str(k), v)) for k, v in value.items())
+        return _field(b"\x32", pairs)
+    raise TypeError(f"cannot encode attribute value of type {type(value).__name__}")
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    return _field(b"\x0a", key.encode()) + _field(b"\x12", _value(value))
+
+
+class SpanEncoder:
+    """Encodes batches of spans into ``ExportTraceServiceRequest`` bytes.
+
+    One instance per exporter: it caches the encodings of attributes (method, route, status
+    and the like repeat on every request), resources and instrumentation scopes.
+    """
+
+    def __init__(self) -> None:
+        self._attribute_cache: dict[tuple[str, type, Any], bytes] = {}
+        self._resource_cache: dict[int, tuple[Resource, bytes]] = {}
+        self._scope_cache: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
+
+    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+        # Group by resource, then by scope, as the SDK encoder does.
+        grouped: dict[int, tuple[Resource, dict[int, _ScopeGroup]]] = {}
+        for span in spans:
+            resource = span.resource
+            scope = span.instrumentation_scope or None
+            by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
+            by_scope.setdefault(id(scope), (scope, []))[1].append(self._span(span))
+        out = []
+        for resource, by_scope in grouped.values():
+            scope_spans = []
+            for scope, encoded_spans in by_scope.values():
+                body = _field(b"\x0a", self._scope(scope))
+                body += b"".join(_field(b"\x12", encoded) for encoded in encoded_spans)
+                if scope is not None and scope.schema_url:
+                    body += _field(b"\x1a", scope.schema_url.encode())
+                scope_spans.append(_field(b"\x12", body))
+            resource_spans = _field(b"\x0a", self._resource(resource)) + b"".join(scope_spans)
+            if resource.schema_url:
+                resource_spans += _field(b"\x1a", resource.schema_url.encode())
+            out.append(_field(b"\x0a", resource_spans))
+        return b"".join(out)
+
+    def _span(self, span: ReadableSpan) -> bytes:
+        context = span.get_span_context()
+        assert context is not None  # a recorded span always has one
+        parts = [
+            b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+        ]
+        if context.trace_state:
+            state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
+            parts.append(_field(b"\x1a", state.encode()))
+        parent = span.parent
+        if parent is not None:
+            parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+        if span.name:
+            parts.append(_field(b"\x2a", span.name.encode()))
+        parts.append(b"\x30" + _varint(_KIND[span.kind]))
+        if span.start_time:
+            parts.append(b"\x39" + _FIXED64(span.start_time))
+        if span.end_time:
+            parts.append(b"\x41" + _FIXED64(span.end_time))
+        if span.attributes:
+            parts.append(self._attributes(b"\x4a", span.attributes))
+        if span.dropped_attributes:
+            parts.append(b"\x50" + _varint(span.dropped_attributes))
+        for event in span.events:
+            event_body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
+            if event.name:
+                event_body += _field(b"\x12", event.name.encode())
+            if event.attributes:
+                event_body += self._attributes(b"\x1a", event.attributes)
+            if event.dropped_attributes:
+                event_body += b"\x20" + _varint(event.dropped_attributes)
+            parts.append(_field(b"\x5a", event_body))
+        if span.dropped_events:
+            parts.append(b"\x60" + _varint(span.dropped_events))
+        for link in span.links:
+            link_body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
+            link_body += b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
+            if link.attributes:
+                link_body += self._attributes(b"\x22", link.attributes)
+            if link.dropped_attributes:
+                link_body += b"\x28" + _varint(link.dropped_attributes)
+            link_body += b"\x35" + _FIXED32(_flags(link.context))
+            parts.append(_field(b"\x6a", link_body))
+        if span.dropped_links:
+            parts.append(b"\x70" + _varint(span.dropped_links))
+        status = span.status
+        status_body = b""
+        if status.description:
+            status_body += _field(b"\x12", status.description.encode())
+        if status.status_code.value:
+            status_body += b"\x18" + _varint(status.status_code.value)
+        parts.append(_field(b"\x7a", status_body))
+        parts.append(b"\x85\x01" + _FIXED32(_flags(parent)))
+        return b"".join(parts)
+
+    def _attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
+        cache = self._attribute_cache
+        out = []
+        for key, value in attributes.items():
+            try:
+                cache_key = (key, type(value), value)
+                encoded = cache.get(cache_key)
+            except TypeError:  # unhashable (a list): encode every time
+                cache_key, encoded = None, None
+            if encoded is None:
+                encoded = _key_value(key, value)
+                if cache_key is not None:
+                    if len(cache) >= _CACHE_LIMIT:
+                        cache.clear()
+                    cache[cache_key] = encoded
+            out.append(_field(tag, encoded))
+        return b"".join(out)
+
+    def _resource(self, resource: Resource) -> bytes:
+        return _cached(self._resource_cache, resource, self._encode_resource)
+
+    def _encode_resource(self, resource: Resource) -> bytes:
+        return self._attributes(b"\x0a", resource.attributes)
+
+    def _scope(self, scope: InstrumentationScope | None) -> bytes:
+        return _cached(self._scope_cache, scope, self._encode_scope)
+
+    def _encode_scope(self, scope: InstrumentationScope | None) -> bytes:
+        if scope is None:
+            return b""
+        body = _field(b"\x0a", scope.name.encode()) if scope.name else b""
+        if scope.version:
+            body += _field(b"\x12", scope.version.encode())
+        if scope.attributes:
+            body += self._attributes(b"\x1a", scope.attributes)
+        return body
+
+
+def _cached(cache: dict[int, tuple[Any, bytes]], key: Any, encode: Callable[[Any], bytes]) -> bytes:
+    # Keyed by identity and holding the object, so an id is never reused while cached.
+    entry = cache.get(id(key))
+    if entry is not None and entry[0] is key:
+        return entry[1]
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    encoded = encode(key)
+    cache[id(key)] = (key, encoded)
+    return encoded
+
+
+def _flags(parent: SpanContext | None) -> int:
+    if parent is not None and parent.is_remote:
+        return _HAS_IS_REMOTE | _IS_REMOTE
+    return _HAS_IS_REMOTE
