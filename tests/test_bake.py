@@ -141,3 +141,20 @@ def test_bad_answer_message_says_what_to_type(tmp_path: Path) -> None:
     assert "'json-service'" in result.stderr
     assert "such as 8000" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plain_cookiecutter_prompts_bake_a_service(tmp_path: Path) -> None:
+    # Answers typed at the prompts: a name, three defaults, a port, a choice by number, ...
+    answers = "inventory\n\n\n\n8001\n2\n\n\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", str(TEMPLATE), "-o", str(tmp_path)],
+        input=answers,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    readme = (tmp_path / "inventory" / "README.md").read_text()
+    assert "messaging: `rabbitmq`" in readme
+    assert "python -m inventory   # start it on port 8001" in readme
+    assert "Baked inventory" in result.stdout
