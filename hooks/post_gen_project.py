@@ -1,13 +1,18 @@
-"""Prune what the chosen options do not need, then print the next steps.
+"""Prune what the chosen options do not need, record where the bake came from, print next steps.
 
 Every option-specific path is listed once in ``OPTION_PATHS``. A listed path that is missing
 from the bake is an error: the list and the template must not drift apart silently.
+
+A bake from a git checkout of the template records its origin in ``.cruft.json`` (template,
+commit, answers), as ``cruft create`` would, so ``cruft check`` and ``cruft update`` work on a
+service baked with plain cookiecutter.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,8 +23,28 @@ PACKAGE = "src/{package}"
 
 # option -> value -> paths that exist only for that value. "*" means "any value but none".
 OPTION_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
-    "messaging": {},
-    "discovery": {},
+    "messaging": {
+        "*": (f"{PACKAGE}/messaging", "tests/messaging", "scripts/bench_messaging.py"),
+        "nats": (
+            f"{PACKAGE}/messaging/nats.py",
+            "tests/messaging/support/nats.py",
+            "tests/messaging/test_nats.py",
+        ),
+        "rabbitmq": (
+            f"{PACKAGE}/messaging/rabbitmq.py",
+            "tests/messaging/support/rabbitmq.py",
+            "tests/messaging/support/proxy.py",
+            "tests/messaging/test_rabbitmq.py",
+        ),
+        "kafka": (
+            f"{PACKAGE}/messaging/kafka.py",
+            "tests/messaging/support/kafka.py",
+            "tests/messaging/test_kafka.py",
+        ),
+    },
+    "discovery": {
+        "consul": (f"{PACKAGE}/discovery", "tests/discovery"),
+    },
 }
 
 
@@ -56,6 +81,17 @@ def prune(root: Path, relative_paths: list[str]) -> None:
             target.unlink()
 
 
+# Caches a local run of the tools may have left inside the template folder: never baked.
+TOOL_CACHES = ("__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache", ".hypothesis")
+
+
+def remove_tool_caches(root: Path) -> None:
+    for name in TOOL_CACHES:
+        for cache in sorted(root.rglob(name), reverse=True):
+            if cache.is_dir():
+                shutil.rmtree(cache, ignore_errors=True)
+
+
 def next_steps(answers: Mapping[str, object]) -> str:
     name = answers["service_name"]
     broker = answers["messaging"]
@@ -73,6 +109,89 @@ def next_steps(answers: Mapping[str, object]) -> str:
     return "\n".join(lines)
 
 
+CRUFT_FILE = ".cruft.json"
+# What cookiecutter adds to the answers about this one run; cruft records none of it.
+RUN_KEYS = frozenset({"_checkout", "_output_dir", "_repo_dir", "_template"})
+
+
+def _git(directory: str | Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(directory), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def cruft_state(answers: Mapping[str, object]) -> tuple[dict[str, object] | None, str]:
+    """What ``cruft create`` would record for this bake, and a note for the person baking.
+
+    None when cruft runs the bake itself (it records the state on its own) or when the template
+    is not a git checkout (nothing to record a commit of).
+    """
+    if "_commit" in answers:  # cruft create or cruft update: cruft writes .cruft.json
+        return None, ""
+    repo_dir = str(answers.get("_repo_dir") or "")
+    top = _git(repo_dir, "rev-parse", "--show-toplevel") if repo_dir else None
+    commit = _git(repo_dir, "rev-parse", "HEAD") if top else None
+    if top is None or commit is None:
+        return None, (
+            f"Not recorded in {CRUFT_FILE}: the template is not a git checkout. To take template "
+            "updates later, run `cruft link <template-git-url>` in the service."
+        )
+    template = str(answers.get("_template") or "")
+    origin = _git(repo_dir, "remote", "get-url", "origin")
+    local = bool(template) and Path(template).expanduser().is_dir()
+    # A local checkout is recorded by its path, as cruft does; a clone cookiecutter made of a
+    # remote template (gh:org/repo, https://...) by the URL it cloned.
+    location = str(Path(top).resolve()) if local or origin is None else origin
+    inner = Path(repo_dir).resolve().relative_to(Path(top).resolve()).as_posix()
+    context = {key: value for key, value in answers.items() if key not in RUN_KEYS}
+    context |= {"_template": location, "_commit": commit}
+    state: dict[str, object] = {
+        "template": location,
+        "commit": commit,
+        "checkout": answers.get("_checkout"),
+        "context": {"cookiecutter": _in_template_order(context, Path(repo_dir))},
+        "directory": None if inner == "." else inner,
+    }
+    notes = [f"Recorded the template ({location} at {commit[:12]}) in {CRUFT_FILE}."]
+    if _git(repo_dir, "status", "--porcelain", "--untracked-files=no"):
+        notes.append(
+            "WARNING: the template checkout has uncommitted changes, which that commit lacks."
+        )
+    if local or origin is None:
+        notes.append(
+            f'The template is a local path: for `cruft check` in CI, set "template" in '
+            f"{CRUFT_FILE} to the template repository's URL."
+        )
+    return state, "\n".join(notes)
+
+
+def _in_template_order(context: Mapping[str, object], repo_dir: Path) -> dict[str, object]:
+    # The answers arrive sorted by name; cruft keeps cookiecutter.json's order, which reads better.
+    try:
+        order = list(json.loads((repo_dir / "cookiecutter.json").read_text()))
+    except (OSError, ValueError):
+        order = []
+    rank = {key: index for index, key in enumerate([*order, "_template", "_commit"])}
+    return dict(sorted(context.items(), key=lambda item: rank.get(item[0], len(rank))))
+
+
+def record_origin(answers: Mapping[str, object], root: Path) -> str:
+    """Write ``.cruft.json`` when there is something to record; return the note to print."""
+    state, note = cruft_state(answers)
+    if state is not None:
+        text = json.dumps(state, ensure_ascii=False, indent=2, separators=(",", ": "))
+        (root / CRUFT_FILE).write_text(text + "\n")
+    return note
+
+
 def main(answers_json: str, root: Path) -> int:
     answers = json.loads(answers_json)
     try:
@@ -80,6 +199,10 @@ def main(answers_json: str, root: Path) -> int:
     except MissingPathError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
+    remove_tool_caches(root)
+    note = record_origin(answers, root)
+    if note:
+        print(note)
     print(next_steps(answers))
     return 0
 

@@ -85,3 +85,17 @@ def test_next_steps_name_the_commands(post_gen: ModuleType) -> None:
     assert "uv run pytest" in text
     assert "python -m orders" in text
     assert "nats" in text
+
+
+def test_tool_caches_are_not_baked(post_gen: ModuleType, tmp_path: Path) -> None:
+    for cache in ("src/pkg/__pycache__", ".ruff_cache", "tests/.mypy_cache", ".hypothesis"):
+        (tmp_path / cache).mkdir(parents=True)
+        (tmp_path / cache / "junk").write_text("")
+    (tmp_path / "src/pkg/app.py").write_text("")
+    post_gen.remove_tool_caches(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "src",
+        "src/pkg",
+        "src/pkg/app.py",
+        "tests",
+    ]

@@ -18,6 +18,14 @@ from .support.otlp_receiver import OtlpReceiver, run_receiver
 from .support.servers import RecordingDownstream, run_downstream
 
 PACKAGE = "{{ cookiecutter.__package_name }}"
+{%- if cookiecutter.messaging != "none" %}
+
+
+@pytest.fixture(autouse=True)
+def _messaging_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests of the HTTP side run without a broker; tests/messaging wires its own."""
+    monkeypatch.setenv("MESSAGING_ENABLED", "false")
+{%- endif %}
 
 
 @pytest.fixture

@@ -46,9 +46,12 @@ async def test_trace_and_baggage_continue_into_the_outbound_call(
     assert "tenant=acme" in seen["baggage"]
     spans = {span.kind: span for span in span_exporter.get_finished_spans()}
     client_span, server_span = spans[SpanKind.CLIENT], spans[SpanKind.SERVER]
+    call_span = spans[SpanKind.INTERNAL]  # the logical call, around its attempts
     assert format(client_span.context.span_id, "016x") == parent_id
     assert client_span.parent is not None
-    assert client_span.parent.span_id == server_span.context.span_id
+    assert client_span.parent.span_id == call_span.context.span_id
+    assert call_span.parent is not None
+    assert call_span.parent.span_id == server_span.context.span_id
     assert server_span.name == "GET /downstream"
 
 
@@ -68,7 +71,7 @@ async def test_each_attempt_is_measured_by_server_address(
         "error_type": "503",
     }
     count = registry.get_sample_value("http_client_request_duration_seconds_count", labels)
-    assert count == 1
+    assert count == 3  # the first attempt and two retries
 
 
 async def test_refused_connection_is_a_502_problem(
@@ -92,7 +95,7 @@ async def test_refused_connection_is_a_502_problem(
         "http_response_status_code": "",
         "error_type": "ConnectError",
     }
-    assert registry.get_sample_value("http_client_request_duration_seconds_count", labels) == 1
+    assert registry.get_sample_value("http_client_request_duration_seconds_count", labels) == 3
 
 
 async def test_slow_downstream_is_a_504_problem(

@@ -99,3 +99,7 @@ async def test_unexpected_error_is_a_500_problem_without_exception_text(
     assert "RuntimeError" not in response.text
     assert "Traceback" not in response.text
     assert body["title"] == "Internal Server Error"
+
+
+async def test_wrong_method_on_a_probe_path_is_traced_too(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.delete("/health/live"), 405)

@@ -20,8 +20,7 @@ from .extensions import installed_extensions
 from .health import HealthRegistry
 from .health import router as health_router
 from .metrics import create_metrics, render, watch_event_loop_lag
-from .observe import ObserveRequests
-from .outbound import ClientConfig, build_client
+from .observe import PROBE_METHODS, ObserveRequests
 from .problems import install_problem_handlers
 from .settings import Settings
 from .tracing import build_tracer_provider, fastapi_telemetry, service_tracer
@@ -34,24 +33,14 @@ UNOBSERVED_PATHS = frozenset({METRICS_PATH, "/health/live", "/health/ready"})
 
 
 def _not_observed(scope: MutableMapping[str, Any]) -> bool:
-    return scope.get("path") in UNOBSERVED_PATHS
+    return scope.get("path") in UNOBSERVED_PATHS and scope.get("method") in PROBE_METHODS
 
 
 def _outbound_clients(context: ServiceContext) -> None:
-    settings = context.settings
-    if settings.downstream_url:
-        context.clients[downstream.DOWNSTREAM] = build_client(
-            ClientConfig(
-                name=downstream.DOWNSTREAM,
-                base_url=settings.downstream_url,
-                connect_timeout=settings.downstream_connect_timeout,
-                read_timeout=settings.downstream_read_timeout,
-                write_timeout=settings.downstream_write_timeout,
-                pool_timeout=settings.downstream_pool_timeout,
-                max_connections=settings.downstream_max_connections,
-            ),
-            tracer_provider=context.tracer_provider,
-            duration=context.metrics.client_duration,
+    # One line per downstream; see the README ("Resilience") to add another.
+    if context.settings.downstream_url:
+        context.downstreams.add(
+            downstream.DOWNSTREAM, downstream.downstream_settings(context.settings)
         )
 
 

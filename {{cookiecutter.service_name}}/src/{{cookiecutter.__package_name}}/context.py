@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from .health import HealthRegistry
 from .metrics import Metrics
+from .outbound import Downstreams
 from .settings import Settings
 
 
@@ -31,3 +32,10 @@ class ServiceContext:
     health: HealthRegistry
     clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
     components: list[Component] = field(default_factory=list)
+    # The resilient client of each named downstream (outbound.py); call downstreams through it.
+    downstreams: Downstreams = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.downstreams = Downstreams(
+            clients=self.clients, tracer_provider=self.tracer_provider, metrics=self.metrics
+        )

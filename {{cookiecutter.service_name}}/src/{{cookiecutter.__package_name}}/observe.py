@@ -22,8 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .metrics import current_exemplar
 from .problems import send_internal_error
+from .resilience.deadline import current_deadline, enter_request_deadline
 
 UNMATCHED_ROUTE = "unmatched"
+# Probes and scrapes (GET, HEAD) on the unobserved paths go unrecorded; anything else there
+# is an error worth a span, a metric and a trace id in its problem.
+PROBE_METHODS = frozenset({"GET", "HEAD"})
 # OpenTelemetry's rule: methods outside the known set share one value, "_OTHER".
 KNOWN_METHODS = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
@@ -90,7 +94,9 @@ class ObserveRequests:
         self._duration_by_labels: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self._unobserved:
+        if scope["type"] != "http" or (
+            scope["path"] in self._unobserved and scope["method"] in PROBE_METHODS
+        ):
             await self.app(scope, receive, send)
             return
         method = scope["method"] if scope["method"] in KNOWN_METHODS else "_OTHER"
@@ -120,6 +126,7 @@ class ObserveRequests:
                 response_started = True
             await send(message)
 
+        deadline = enter_request_deadline(scope["headers"])  # X-Request-Timeout, if sent
         try:
             await self.app(scope, receive, send_and_note_status)
         except Exception as error:
@@ -152,6 +159,8 @@ class ObserveRequests:
                 _finish(span, method, route, status, error_type)
             if token is not None:
                 otel_context.detach(token)
+            if deadline is not None:
+                current_deadline.reset(deadline)
 
     def _histogram(self, method: str, route: str, status: int) -> Histogram:
         key = (method, route, status)

@@ -1,22 +1,33 @@
 """The one place outbound HTTP clients are made.
 
-Every client gets explicit timeouts, a bounded connection pool, a client span per request with
-``traceparent``/``tracestate``/``baggage`` injected, and one
-``http_client_request_duration_seconds`` observation per attempt.
+``build_client`` makes the httpx client of one downstream: explicit timeouts, a bounded
+connection pool, a client span per attempt with ``traceparent``/``tracestate``/``baggage``
+injected, and one ``http_client_request_duration_seconds`` observation per attempt.
+
+``Downstreams.add`` is the factory the service uses: for each named downstream it builds that
+httpx client and, around it, the resilient client (bulkhead, deadline, retry, circuit breaker;
+see resilience/client.py) with its own breaker, bulkhead and retry budget from its settings.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import httpx
-from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
-from opentelemetry.trace import TracerProvider
+from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport, RequestInfo
+from opentelemetry.trace import Span, TracerProvider
 from prometheus_client import Histogram
 
-from .metrics import current_exemplar
+from .metrics import Metrics, current_exemplar
 from .observe import KNOWN_METHODS
+from .resilience.breaker import CircuitBreaker
+from .resilience.bulkhead import Bulkhead
+from .resilience.client import RESEND_COUNT, BreakerObserver, ResilientClient
+from .resilience.metrics import ResilienceMetrics
+from .resilience.settings import DownstreamSettings, env_prefix
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,8 @@ class MeasuredTransport(httpx.AsyncBaseTransport):
         started = time.perf_counter()
         try:
             response = await self._inner.handle_async_request(request)
-        except Exception as error:
+        except (Exception, asyncio.CancelledError) as error:
+            # CancelledError: the attempt was abandoned (its deadline passed, or the caller left).
             self._observe(method, address, "", type(error).__name__, started)
             raise
         status = response.status_code
@@ -59,15 +71,28 @@ class MeasuredTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+# Wraps the connection pool to send each attempt to a concrete instance of a named service
+# (service discovery); the spans and metrics above it keep the service's name.
+Resolver = Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport]
+
+
 def build_client(
-    config: ClientConfig, *, tracer_provider: TracerProvider, duration: Histogram
+    config: ClientConfig,
+    *,
+    tracer_provider: TracerProvider,
+    duration: Histogram,
+    resolver: Resolver | None = None,
 ) -> httpx.AsyncClient:
-    pool = httpx.AsyncHTTPTransport(
+    pool: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(
         limits=httpx.Limits(max_connections=config.max_connections),
         retries=0,  # retries are a policy decision, made above the transport
     )
+    if resolver is not None:
+        pool = resolver(pool)
     transport = AsyncOpenTelemetryTransport(
-        MeasuredTransport(pool, duration), tracer_provider=tracer_provider
+        MeasuredTransport(pool, duration),
+        tracer_provider=tracer_provider,
+        request_hook=_mark_resend,
     )
     return httpx.AsyncClient(
         base_url=config.base_url,
@@ -80,3 +105,90 @@ def build_client(
         ),
         follow_redirects=False,
     )
+
+
+async def _mark_resend(span: Span, request: RequestInfo) -> None:
+    # OpenTelemetry's HTTP client convention: each resend is its own span, counted from 1.
+    resend = (request.extensions or {}).get(RESEND_COUNT)
+    if isinstance(resend, int) and resend > 0:
+        span.set_attribute("http.request.resend_count", resend)
+
+
+def client_config(name: str, settings: DownstreamSettings) -> ClientConfig:
+    if not settings.url:
+        raise ValueError(f"downstream {name!r} has no URL: set {env_prefix(name)}URL")
+    return ClientConfig(
+        name=name,
+        base_url=settings.url,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        write_timeout=settings.write_timeout,
+        pool_timeout=settings.pool_timeout,
+        max_connections=settings.max_connections,
+    )
+
+
+class Downstreams(Mapping[str, ResilientClient]):
+    """The resilient client of every named downstream, by name.
+
+    The httpx clients live in ``clients`` (the service context's), where the lifespan closes
+    them and an extension may swap one for a client of its own (service discovery does); the
+    resilient client looks its httpx client up there on every call.
+    """
+
+    def __init__(
+        self,
+        *,
+        clients: dict[str, httpx.AsyncClient],
+        tracer_provider: TracerProvider,
+        metrics: Metrics,
+    ) -> None:
+        self._clients = clients
+        self._tracer_provider = tracer_provider
+        self._duration = metrics.client_duration
+        self._metrics = ResilienceMetrics(metrics.registry)
+        self._observer = BreakerObserver()
+        self._resilient: dict[str, ResilientClient] = {}
+
+    def add(
+        self, name: str, settings: DownstreamSettings, *, resolver: Resolver | None = None
+    ) -> ResilientClient:
+        """Make downstream ``name``'s clients from its settings, while the app is being built
+        (a client made again for the same name replaces the first, which is not closed)."""
+        self._clients[name] = build_client(
+            client_config(name, settings),
+            tracer_provider=self._tracer_provider,
+            duration=self._duration,
+            resolver=resolver,
+        )
+        self._metrics.track(name)
+        clients = self._clients
+        resilient = ResilientClient(
+            name,
+            http=lambda: clients[name],
+            timeout=settings.timeout_seconds,
+            breaker=CircuitBreaker(
+                name, settings.breaker_config(), listeners=(self._metrics, self._observer)
+            ),
+            bulkhead=Bulkhead(
+                name,
+                max_concurrent=settings.bulkhead_max_concurrent,
+                max_wait=settings.bulkhead_max_wait_seconds,
+                listeners=(self._metrics,),
+            ),
+            retry=settings.retry_policy(),
+            budget=settings.retry_budget(),
+            tracer=self._tracer_provider.get_tracer(__name__),
+            retry_listeners=(self._metrics,),
+        )
+        self._resilient[name] = resilient
+        return resilient
+
+    def __getitem__(self, name: str) -> ResilientClient:
+        return self._resilient[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resilient)
+
+    def __len__(self) -> int:
+        return len(self._resilient)

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = Field(default=1_048_576, ge=0)
 
     # The example's outbound target. Outbound URLs come from settings, never from requests.
+    # Its retry, breaker and bulkhead knobs (DOWNSTREAM_*) are in resilience/settings.py.
     downstream_url: str | None = None
     downstream_connect_timeout: float = Field(default=1.0, gt=0)
     downstream_read_timeout: float = Field(default=2.0, gt=0)
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
 
     # Graceful shutdown: how long in-flight work may take after SIGTERM.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # Between the stop signal and closing the listener: readiness already fails, requests are
+    # still served, so load balancers and registries notice before connections are refused.
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0)
 
     @property
     def traces_exporters(self) -> tuple[str, ...]:

@@ -27,6 +27,13 @@ class ReceivedSpan:
     parent_span_id: str
     kind: int
     attributes: dict[str, Any]
+    start_ns: int = 0
+    end_ns: int = 0
+    links: tuple[tuple[str, str], ...] = ()  # (trace_id, span_id) of each linked span
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
 
 
 def _value(any_value: Any) -> Any:
@@ -49,6 +56,11 @@ def decode(request: trace_service_pb2.ExportTraceServiceRequest) -> list[Receive
                         parent_span_id=span.parent_span_id.hex(),
                         kind=span.kind,
                         attributes={a.key: _value(a.value) for a in span.attributes},
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        links=tuple(
+                            (link.trace_id.hex(), link.span_id.hex()) for link in span.links
+                        ),
                     )
                 )
     return spans

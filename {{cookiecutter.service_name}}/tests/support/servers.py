@@ -28,7 +28,8 @@ def free_port() -> int:
 
 @dataclass
 class RecordingDownstream:
-    """Answers every GET with a fixed status and JSON body and remembers the headers it saw."""
+    """Answers every GET and POST with a fixed status and JSON body and remembers the headers
+    it saw."""
 
     url: str = ""
     status: int = 200
@@ -42,6 +43,7 @@ def _downstream_handler(state: RecordingDownstream) -> type[BaseHTTPRequestHandl
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))  # a POST's body
             state.requests.append({k.lower(): v for k, v in self.headers.items()})
             if state.delay:
                 time.sleep(state.delay)
@@ -51,6 +53,8 @@ def _downstream_handler(state: RecordingDownstream) -> type[BaseHTTPRequestHandl
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+
+        do_POST = do_GET  # noqa: N815 - the name is fixed by http.server
 
         def log_message(self, format: str, *args: Any) -> None:
             return

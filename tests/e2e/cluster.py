@@ -1,0 +1,235 @@
+"""Several baked services as real processes, one broker, one trace receiver.
+
+Shared by the end-to-end test and ``scripts/demo.py``: bake three services with different
+options, start them with ``python -m``, send them one request and collect what they did: the
+spans they exported over OTLP, their JSON log lines and their /metrics.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+from cookiecutter.main import cookiecutter
+
+TEMPLATE = Path(__file__).resolve().parents[2]
+
+# Three services, each baked with different options, playing the parts of the trace:
+# gateway (HTTP only) -> orders (publishes) -> shipping (consumes, calls the gateway back).
+BAKES: dict[str, dict[str, str]] = {
+    "gateway": {"service_name": "gateway", "messaging": "none", "discovery": "none"},
+    "orders": {"service_name": "orders", "messaging": "nats", "discovery": "kubernetes"},
+    "shipping": {
+        "service_name": "shipping",
+        "messaging": "nats",
+        "discovery": "none",
+        "python_version": "3.12",
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Service:
+    name: str
+    project: Path
+    port: int
+    env: dict[str, str]
+    process: subprocess.Popen[str] | None = None
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def package(self) -> str:
+        return self.project.name.replace("-", "_")
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(self.project / "src"),
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(self.port),
+            **self.env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.package],
+            cwd=self.project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        stdout = self.process.stdout
+        assert stdout is not None
+
+        def pump() -> None:
+            for line in stdout:
+                self.lines.append(line)
+
+        self.reader = threading.Thread(target=pump, daemon=True)
+        self.reader.start()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited:\n{''.join(self.lines)}")
+            try:
+                if httpx.get(self.url + "/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} not ready:\n{''.join(self.lines)}")
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        if self.reader is not None:
+            self.reader.join(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return code
+
+    def logs(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
+
+
+@dataclass
+class Cluster:
+    services: dict[str, Service]
+    receiver: Any  # the baked tests' OtlpReceiver
+    destination: str
+
+    def __getitem__(self, name: str) -> Service:
+        return self.services[name]
+
+
+def bake_all(output: Path) -> dict[str, Path]:
+    return {
+        part: Path(
+            cookiecutter(
+                str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output)
+            )
+        )
+        for part, answers in BAKES.items()
+    }
+
+
+@contextmanager
+def running_cluster(output: Path, broker_url: str) -> Iterator[Cluster]:
+    """Bake, start and wire the three services; stop them all on the way out."""
+    projects = bake_all(output)
+    receiver_module = load_module(
+        projects["gateway"] / "tests" / "support" / "otlp_receiver.py", "e2e_otlp_receiver"
+    )
+    receivers = receiver_module.run_receiver()
+    receiver = next(receivers)
+    # A fresh subject per run: JetStream keeps streams, and runs must not see each other.
+    destination = f"e2e-{uuid.uuid4().hex[:8]}.events"
+    ports = {part: free_port() for part in projects}
+    common = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "LOG_LEVEL": "INFO",
+    }
+    envs: Mapping[str, dict[str, str]] = {
+        "gateway": {"DOWNSTREAM_URL": f"http://127.0.0.1:{ports['orders']}/events"},
+        "orders": {"BROKER_URL": broker_url, "MESSAGING_DESTINATION": destination},
+        "shipping": {
+            "BROKER_URL": broker_url,
+            "MESSAGING_DESTINATION": destination,
+            "DOWNSTREAM_URL": f"http://127.0.0.1:{ports['gateway']}/items/1",
+        },
+    }
+    services = {
+        part: Service(part, project, ports[part], {**common, **envs[part]})
+        for part, project in projects.items()
+    }
+    try:
+        for service in services.values():
+            service.start()
+        for service in services.values():
+            service.wait_ready()
+        yield Cluster(services, receiver, destination)
+    finally:
+        for service in services.values():
+            service.stop()
+        receivers.close()
+
+
+KIND_NAMES = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+
+
+def trace_tree(spans: list[Any], trace_id: str) -> str:
+    """The trace as an indented tree: service, kind, name and duration of every span."""
+    in_trace = [span for span in spans if span.trace_id == trace_id]
+    ids = {span.span_id for span in in_trace}
+    children: dict[str, list[Any]] = {}
+    for span in in_trace:
+        parent = span.parent_span_id if span.parent_span_id in ids else ""
+        if not parent:  # a consumer linked (not parented) to its producer hangs under it
+            parent = next((s for t, s in span.links if t == trace_id and s in ids), "")
+        children.setdefault(parent, []).append(span)
+    lines: list[str] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for span in sorted(children.get(parent, []), key=lambda s: s.start_ns):
+            kind = KIND_NAMES.get(span.kind, "?")
+            lines.append(
+                f"{'  ' * depth}{span.service:<9} {kind:<8} {span.name:<32} "
+                f"{span.duration_ms:8.2f} ms"
+            )
+            walk(span.span_id, depth + 1)
+
+    walk("", 0)
+    return "\n".join(lines)

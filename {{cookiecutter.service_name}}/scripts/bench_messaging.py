@@ -1,0 +1,236 @@
+"""Messaging overhead benchmark: the same publish and consume path, telemetry on and off.
+
+Both variants use this service's transport, publisher and reliable consumer on the same broker
+(``BROKER_URL``, else the local default) in one run; they differ only in FastStream's telemetry
+middlewares. "On" is what the service runs: OpenTelemetry spans (sampled at 100 %, exported
+over OTLP/HTTP in batches to a receiver process), FastStream's Prometheus metrics and the
+baggage middleware. Each round publishes ``--messages`` events, ``--concurrency`` publishes in
+flight, each awaiting the broker's confirmation, while the consumer handles them. It reports
+the publish rate (events until the last confirmation) and the consume rate (events until the
+last one was handled, from the first publish). Rounds alternate off/on; medians and ratios are
+printed. Target: the traced rate is at least 0.8 of the untraced one.
+
+    uv run python scripts/bench_messaging.py [--messages 2000] [--rounds 5] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = next(p.name for p in (ROOT / "src").iterdir() if (p / "app.py").exists())
+sys.path.insert(0, str(ROOT / "src"))
+
+# Accepts OTLP/HTTP exports and discards them, so the traced run pays the real export cost.
+SINK = textwrap.dedent(
+    """
+    import os
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Sink).serve_forever()
+    """
+)
+
+
+@dataclass(frozen=True)
+class Rates:
+    published: float  # events per second of wall time
+    consumed: float
+    publish_cpu: float  # microseconds of this process's CPU time per event (all threads)
+    consume_cpu: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f"{PACKAGE}.messaging{name}")
+
+
+def _settings(unique: str, concurrency: int) -> Any:
+    return _module(".settings").MessagingSettings(
+        broker_url=os.environ.get("BROKER_URL"),
+        destination=f"{unique}.events",
+        dead_letter_destination=f"{unique}.events.dlq",
+        consumer_group=unique,
+        concurrency=concurrency,
+        connect_wait_seconds=10,
+    )
+
+
+async def one_round(
+    *, traced: bool, messages: int, concurrency: int, sink: str, sampler_ratio: float
+) -> Rates:
+    """Publish ``messages`` with no consumer running, then consume them: two clean phases."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from prometheus_client import CollectorRegistry
+
+    messaging, events = _module(""), _module(".events")
+    settings = _settings(f"bench-{uuid.uuid4().hex[:8]}", concurrency)
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sampler_ratio)))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink}/v1/traces")))
+    registry = CollectorRegistry()
+    telemetry = _module(".transport").Telemetry(provider, registry, "bench") if traced else None
+
+    producer = messaging.broker.build_transport(settings, telemetry)
+    publisher = _module(".publisher").EventPublisher(producer, settings)
+    batch = [events.Event.create(events.NewEvent(type="bench")) for _ in range(messages)]
+    slots = asyncio.Semaphore(concurrency)
+
+    async def publish(event: Any) -> None:
+        async with slots:
+            await publisher.publish(event)
+
+    await producer.start()
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(publish(event) for event in batch))
+    provider.force_flush()  # the spans' export is part of the cost
+    published, publish_cpu = time.perf_counter() - started, time.process_time() - cpu
+    await producer.stop()
+
+    handled = 0
+    all_handled = asyncio.Event()
+
+    async def handler(event: Any) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == messages:
+            all_handled.set()
+
+    consumer = messaging.broker.build_transport(settings, telemetry)
+    consumer.subscribe(
+        _module(".consumer").ReliableConsumer(
+            transport=consumer,
+            handler=handler,
+            store=_module(".idempotency").InMemoryIdempotencyStore(),
+            metrics=_module(".metrics").create_messaging_metrics(registry),
+            settings=settings,
+        )
+    )
+    started, cpu = time.perf_counter(), time.process_time()
+    await consumer.start()
+    try:
+        await asyncio.wait_for(all_handled.wait(), timeout=120)
+        provider.force_flush()
+        consumed, consume_cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        await consumer.stop_consuming()
+        await consumer.delete_destinations()
+        await consumer.stop()
+        provider.shutdown()
+    per_event = 1e6 / messages
+    return Rates(
+        messages / published, messages / consumed, publish_cpu * per_event, consume_cpu * per_event
+    )
+
+
+def median(runs: list[Rates]) -> Rates:
+    return Rates(
+        statistics.median(r.published for r in runs),
+        statistics.median(r.consumed for r in runs),
+        statistics.median(r.publish_cpu for r in runs),
+        statistics.median(r.consume_cpu for r in runs),
+    )
+
+
+async def bench(options: argparse.Namespace, sink: str) -> tuple[Rates, Rates]:
+    plain: list[Rates] = []
+    traced: list[Rates] = []
+    common = {
+        "messages": options.messages,
+        "concurrency": options.concurrency,
+        "sink": sink,
+        "sampler_ratio": options.sampler_ratio,
+    }
+    await one_round(traced=False, **{**common, "messages": options.messages // 4})  # warm-up
+    await one_round(traced=True, **{**common, "messages": options.messages // 4})
+    for number in range(1, options.rounds + 1):
+        plain.append(await one_round(traced=False, **common))
+        traced.append(await one_round(traced=True, **common))
+        print(
+            f"round {number}: off {plain[-1].published:6.0f} pub/s {plain[-1].consumed:6.0f} con/s"
+            f"   on {traced[-1].published:6.0f} pub/s {traced[-1].consumed:6.0f} con/s",
+            flush=True,
+        )
+    return median(plain), median(traced)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--sampler-ratio", type=float, default=1.0, help="share of traces sampled when on"
+    )
+    options = parser.parse_args()
+
+    # The service logs every handled event at INFO; a benchmark wants the broker, not stdout.
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    sink_port = free_port()
+    sink = subprocess.Popen(
+        [sys.executable, "-c", SINK],
+        env={**os.environ, "PORT": str(sink_port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        plain, traced = asyncio.run(bench(options, f"http://127.0.0.1:{sink_port}"))
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
+
+    system = _module("").broker.build_transport.__module__.rsplit(".", 1)[-1]
+    print(
+        f"\n{system}, {options.messages} events x {options.rounds} rounds, "
+        f"{options.sampler_ratio:.0%} of traces sampled, medians:"
+    )
+    print(f"{'':16}{'publish/s':>11}{'consume/s':>11}{'publish CPU':>14}{'consume CPU':>14}")
+    for name, rates in (("telemetry off", plain), ("telemetry on", traced)):
+        print(
+            f"{name:16}{rates.published:11.0f}{rates.consumed:11.0f}"
+            f"{rates.publish_cpu:11.0f} us{rates.consume_cpu:11.0f} us"
+        )
+    print(
+        f"{'ratio on/off':16}{traced.published / plain.published:11.2f}"
+        f"{traced.consumed / plain.consumed:11.2f}"
+        f"{plain.publish_cpu / traced.publish_cpu:14.2f}"
+        f"{plain.consume_cpu / traced.consume_cpu:14.2f}"
+        "   (target >= 0.80; CPU ratios: off/on cost per event)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

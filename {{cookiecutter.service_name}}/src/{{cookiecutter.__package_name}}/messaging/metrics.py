@@ -1,0 +1,34 @@
+"""The messaging metrics of the service's own: dead letters and skipped duplicates.
+
+FastStream's Prometheus middleware adds the ``faststream_*`` publish/consume metrics to the
+same registry. Labels are destinations (a handful per service), never message ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter
+
+
+@dataclass(frozen=True)
+class MessagingMetrics:
+    dead_letters: Counter
+    duplicates: Counter
+
+
+def create_messaging_metrics(registry: CollectorRegistry) -> MessagingMetrics:
+    return MessagingMetrics(
+        dead_letters=Counter(
+            "messaging_dead_letters",
+            "Messages sent to the dead-letter destination, by the destination they came from.",
+            ("destination", "reason"),
+            registry=registry,
+        ),
+        duplicates=Counter(
+            "messaging_duplicates",
+            "Redelivered messages skipped because their id had already been handled.",
+            ("destination",),
+            registry=registry,
+        ),
+    )

@@ -1,0 +1,128 @@
+"""RabbitMQ: durable quorum queues, publisher confirms, manual acks after handling.
+
+Events go to a queue named after the destination through the default exchange, dead letters
+to a second queue. Quorum queues are replicated and count deliveries (``x-delivery-count``);
+publishes are persistent, mandatory (an unroutable message is an error, not a silent drop) and
+confirmed by the broker before ``POST /events`` answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aio_pika
+from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import QueueType, RabbitBroker, RabbitQueue
+from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from faststream.rabbit.schemas import Channel
+from opentelemetry.metrics import NoOpMeterProvider
+
+from .propagation import BaggageMiddleware
+from .settings import MessagingSettings
+from .transport import (
+    BrokerLifecycle,
+    Consume,
+    Telemetry,
+    broker_logger,
+    subscriber_function,
+    whole_message,
+)
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+
+
+def middlewares(telemetry: Telemetry | None) -> Sequence[Any]:
+    if telemetry is None:
+        return ()
+    return (
+        RabbitTelemetryMiddleware(
+            tracer_provider=telemetry.tracer_provider, meter_provider=NoOpMeterProvider()
+        ),
+        RabbitPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.app_name),
+        BaggageMiddleware,
+    )
+
+
+class RabbitTransport(BrokerLifecycle):
+    broker: RabbitBroker
+    system = "rabbitmq"
+
+    def __init__(self, settings: MessagingSettings, telemetry: Telemetry | None) -> None:
+        self.url = settings.broker_url or DEFAULT_URL
+        self._settings = settings
+        self.queue = RabbitQueue(settings.destination, queue_type=QueueType.QUORUM, durable=True)
+        self.dead_letter_queue = RabbitQueue(
+            settings.dead_letter_destination, queue_type=QueueType.QUORUM, durable=True
+        )
+        self.broker = RabbitBroker(
+            self.url,
+            middlewares=middlewares(telemetry),
+            graceful_timeout=settings.drain_seconds,
+            reconnect_interval=settings.reconnect_seconds,
+            timeout=settings.publish_timeout_seconds,
+            default_channel=Channel(
+                prefetch_count=settings.concurrency,
+                publisher_confirms=True,
+                on_return_raises=True,
+            ),
+            logger=broker_logger("rabbitmq"),
+            # FastStream's per-message "Received"/"Processed" lines only at DEBUG.
+            log_level=logging.DEBUG,
+            # The subscriber takes the whole message (see whole_message): no injection needed.
+            apply_types=False,
+        )
+
+    def subscribe(self, consume: Consume) -> None:
+        subscriber = self.broker.subscriber(
+            self.queue, ack_policy=AckPolicy.NACK_ON_ERROR, decoder=whole_message
+        )
+        subscriber(subscriber_function(consume))
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        # Declared here too, not only by the subscriber: a publish needs its queue.
+        for queue in (self.queue, self.dead_letter_queue):
+            await self.broker.declare_queue(queue)
+        await self.broker.start()
+
+    async def publish(
+        self, body: bytes, *, destination: str, message_id: str, headers: Mapping[str, str]
+    ) -> None:
+        amqp_headers: dict[str, Any] = {k: v for k, v in headers.items() if k != "content-type"}
+        await self.broker.publish(
+            body,
+            queue=destination,
+            persist=True,
+            mandatory=True,
+            message_id=message_id,
+            content_type=headers.get("content-type"),
+            headers=amqp_headers,
+            timeout=self._settings.publish_timeout_seconds,
+        )
+
+    async def delete_destinations(self) -> None:
+        connection = await aio_pika.connect(self.url)
+        async with connection:
+            channel = await connection.channel()
+            for queue in (self.queue, self.dead_letter_queue):
+                await channel.queue_delete(queue.name)
+
+    def message_id(self, message: StreamMessage[Any]) -> str:
+        return message.message_id
+
+    def delivery_count(self, message: StreamMessage[Any]) -> int | None:
+        # Quorum queues count earlier deliveries in this header, from the second one on.
+        earlier = message.headers.get(DELIVERY_COUNT_HEADER)
+        return int(earlier) + 1 if isinstance(earlier, int | str) else 1
+
+    async def keep_alive(self, message: StreamMessage[Any]) -> None:
+        """Nothing to do: RabbitMQ waits for the ack as long as the channel is open."""
+
+
+def build_transport(settings: MessagingSettings, telemetry: Telemetry | None) -> RabbitTransport:
+    return RabbitTransport(settings, telemetry)

@@ -1,0 +1,115 @@
+"""Fuzz the API from its own OpenAPI document: no 5xx, and every error is a problem document.
+
+Schemathesis generates valid and invalid requests for every operation in ``/openapi.json``
+and sends them to the app in process (ASGI), its lifespan started once for the module. The
+run is bounded and deterministic: a few examples per operation, derandomized, no example
+database. Messaging is off here (its own tests use a real broker); the example downstream is a
+real local server, so ``GET /downstream`` has a target to call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
+from schemathesis.python import asgi
+
+from {{ cookiecutter.__package_name }}.app import create_app
+from {{ cookiecutter.__package_name }}.problems import PROBLEM_JSON
+from {{ cookiecutter.__package_name }}.settings import Settings
+
+from .support.servers import free_port, run_downstream
+
+MAX_EXAMPLES = 15
+
+Operation = schemathesis.APIOperation[Any, Any, Any, Any]
+Case = schemathesis.Case[Operation]
+
+
+def problem_details(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: Case
+) -> bool | None:
+    """Every 4xx and 5xx answers ``application/problem+json`` with the required members."""
+    if response.status_code < 400:
+        return None
+    content_type = response.headers.get("content-type", [""])[0].split(";")[0].strip()
+    assert content_type == PROBLEM_JSON, (
+        f"{response.status_code} answered {content_type or 'no content-type'}, not {PROBLEM_JSON}"
+    )
+    body = response.json()
+    missing = {"type", "title", "status", "detail", "instance", "trace_id"} - set(body)
+    assert not missing, f"the problem lacks {sorted(missing)}"
+    assert body["status"] == response.status_code
+    return None
+
+
+@pytest.fixture(scope="module")
+def fuzzed_app() -> Iterator[FastAPI]:
+    with pytest.MonkeyPatch.context() as env:
+        # Optional parts read their settings from the environment when the app is made.
+        env.setenv("MESSAGING_ENABLED", "false")
+        # Consul bakes: an agent address where nothing listens, so nothing gets registered,
+        # and one retry an hour rather than a loop of them beside the fuzzing.
+        env.setenv("CONSUL_HTTP_ADDR", f"127.0.0.1:{free_port()}")
+        env.setenv("CONSUL_RETRY_INITIAL_SECONDS", "3600")
+        env.setenv("CONSUL_RETRY_MAX_SECONDS", "3600")
+        for downstream in run_downstream():
+            settings = Settings(otel_traces_exporter="none", downstream_url=downstream.url)
+            yield create_app(settings)
+            # Schemathesis started the app's lifespan; stop it while the downstream still runs.
+            asgi.shutdown_lifespans()
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzzed_app: FastAPI) -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_asgi("/openapi.json", fuzzed_app)
+
+
+def operations(schema: schemathesis.BaseSchema, mode: GenerationMode) -> list[Operation]:
+    found = []
+    for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise AssertionError(f"the OpenAPI document has an invalid operation: {result.err()}")
+        found.append(result.ok())
+    if mode is GenerationMode.NEGATIVE:
+        # Only an operation that takes parameters or a body has invalid requests to make.
+        found = [
+            op
+            for op in found
+            if op.definition.raw.get("parameters") or op.definition.raw.get("requestBody")
+        ]
+    return found
+
+
+# Schemathesis' own pytest integration (``from_fixture``) does not run under pytest 9, so each
+# operation's strategy drives a plain Hypothesis test here.
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+# The app runs in another thread, where background work (retry jitter) may use the global
+# `random` while Hypothesis draws a case, which Hypothesis would take for the strategy's doing.
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
+def test_api_answers_without_server_errors_and_with_problem_details(
+    api_schema: schemathesis.BaseSchema, mode: GenerationMode
+) -> None:
+    found = operations(api_schema, mode)
+    assert found, "the OpenAPI document lists no operation"
+    for operation in found:
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def answers_well(case: Case) -> None:
+            case.call_and_validate(checks=[not_a_server_error, problem_details])
+
+        answers_well()
