@@ -104,7 +104,7 @@ def next_steps(answers: Mapping[str, object]) -> str:
         f"   # start it on port {answers['http_port']}",
     ]
     if broker != "none":
-        lines.append(f"  (the service expects a {broker} broker: see README.md, 'Running locally')")
+        lines.append(f"  (the service expects a {broker} broker: see README.md, 'Messaging')")
     lines.append("  git init && git add -A && git commit -m 'Bake from the service template'")
     return "\n".join(lines)
 
