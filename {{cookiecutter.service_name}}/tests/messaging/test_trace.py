@@ -93,7 +93,10 @@ async def test_http_publish_consume_and_outbound_call_share_one_trace(
     # which the publish span also descends from.
     assert process.parent_span_id in {a.span_id for a in _ancestors(publish, by_id)}
     assert server in _ancestors(process, by_id)
-    assert outbound.parent_span_id == process.span_id
+    # The resilient client's logical call span ("downstream GET") sits between the two.
+    call = by_id[outbound.parent_span_id]
+    assert call.name == "downstream GET"
+    assert call.parent_span_id == process.span_id
     assert process.attributes["messaging.system"] == broker.system
     sent = downstream.requests[0]
     assert sent["traceparent"].split("-")[1] == TRACE_ID

@@ -65,7 +65,7 @@ def install_messaging(
     )
     consumer = ReliableConsumer(
         transport=transport,
-        handler=handler or ExampleHandler(context.clients.get(DOWNSTREAM)),
+        handler=handler or ExampleHandler(context.downstreams.get(DOWNSTREAM)),
         store=store or InMemoryIdempotencyStore(settings.idempotency_capacity),
         metrics=create_messaging_metrics(context.metrics.registry),
         settings=settings,

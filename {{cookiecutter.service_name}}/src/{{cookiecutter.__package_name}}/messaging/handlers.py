@@ -8,20 +8,19 @@ causal for a publish awaited inside the handler.
 
 from __future__ import annotations
 
-import httpx
 import structlog
 
+from ..resilience.client import ResilientClient
 from .events import Event
 
 log = structlog.get_logger(__name__)
 
 
-class DownstreamFailed(RuntimeError):
-    """The downstream answered 5xx: worth another attempt."""
-
-
 class ExampleHandler:
-    def __init__(self, downstream: httpx.AsyncClient | None) -> None:
+    """Calls the example downstream through the resilient client: a failure that outlives the
+    client's own retries raises, and the consumer retries the message or dead-letters it."""
+
+    def __init__(self, downstream: ResilientClient | None) -> None:
         self._downstream = downstream
 
     async def __call__(self, event: Event) -> None:
@@ -30,6 +29,4 @@ class ExampleHandler:
             return
         # The event id lets the downstream deduplicate too, should this call be repeated.
         response = await self._downstream.get("", headers={"idempotency-key": str(event.id)})
-        if response.status_code >= 500:
-            raise DownstreamFailed(f"downstream answered {response.status_code}")
         log.info("event handled", event_id=str(event.id), downstream_status=response.status_code)
