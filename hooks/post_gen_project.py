@@ -26,21 +26,25 @@ OPTION_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
     "messaging": {
         "*": (f"{PACKAGE}/messaging", "tests/messaging", "scripts/bench_messaging.py"),
         "nats": (
+            "uv-nats.lock",
             f"{PACKAGE}/messaging/nats.py",
             "tests/messaging/support/nats.py",
             "tests/messaging/test_nats.py",
         ),
         "rabbitmq": (
+            "uv-rabbitmq.lock",
             f"{PACKAGE}/messaging/rabbitmq.py",
             "tests/messaging/support/rabbitmq.py",
             "tests/messaging/support/proxy.py",
             "tests/messaging/test_rabbitmq.py",
         ),
         "kafka": (
+            "uv-kafka.lock",
             f"{PACKAGE}/messaging/kafka.py",
             "tests/messaging/support/kafka.py",
             "tests/messaging/test_kafka.py",
         ),
+        "none": ("uv-none.lock",),
     },
     "discovery": {
         "consul": (f"{PACKAGE}/discovery", "tests/discovery"),
@@ -50,6 +54,16 @@ OPTION_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
 
 class MissingPathError(RuntimeError):
     pass
+
+
+def adopt_lock(root: Path) -> None:
+    """Keep the lock of the chosen broker (scripts/lock.py makes one per option) as uv.lock."""
+    locks = sorted(root.glob("uv-*.lock"))
+    if len(locks) != 1:
+        raise MissingPathError(
+            f"expected one uv-<messaging>.lock after pruning, found {[p.name for p in locks]}"
+        )
+    locks[0].rename(root / "uv.lock")
 
 
 def paths_to_remove(answers: Mapping[str, object], package: str) -> list[str]:
@@ -196,6 +210,7 @@ def main(answers_json: str, root: Path) -> int:
     answers = json.loads(answers_json)
     try:
         prune(root, paths_to_remove(answers, str(answers["__package_name"])))
+        adopt_lock(root)
     except MissingPathError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ from tests.conftest import TEMPLATE
 MATRIX: dict[str, dict[str, Any]] = {
     "defaults": {},
     "rabbitmq-consul": {
-        "service_name": "billing-service",
+        "service_name": "customer-billing-service",
         "messaging": "rabbitmq",
         "discovery": "consul",
         "python_version": "3.12",
@@ -158,3 +158,9 @@ def test_plain_cookiecutter_prompts_bake_a_service(tmp_path: Path) -> None:
     assert "messaging: `rabbitmq`" in readme
     assert "python -m inventory   # start it on port 8001" in readme
     assert "Baked inventory" in result.stdout
+
+
+@pytest.mark.bake
+def test_lock_is_current(baked: Path) -> None:
+    """The shipped uv.lock matches the bake's pyproject.toml (scripts/lock.py renews them)."""
+    assert_ok(run(baked, "uv", "lock", "--check"))

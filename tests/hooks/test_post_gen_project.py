@@ -99,3 +99,20 @@ def test_tool_caches_are_not_baked(post_gen: ModuleType, tmp_path: Path) -> None
         "src/pkg/app.py",
         "tests",
     ]
+
+
+@pytest.mark.parametrize("messaging", ["nats", "none"])
+def test_the_chosen_lock_becomes_uv_lock(
+    post_gen: ModuleType, tmp_path: Path, messaging: str
+) -> None:
+    make_tree(tmp_path, every_listed_path(post_gen))
+    post_gen.prune(
+        tmp_path, post_gen.paths_to_remove({**ANSWERS, "messaging": messaging}, "orders")
+    )
+    post_gen.adopt_lock(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.lock")) == ["uv.lock"]
+
+
+def test_no_lock_left_is_an_error(post_gen: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(post_gen.MissingPathError, match="expected one"):
+        post_gen.adopt_lock(tmp_path)

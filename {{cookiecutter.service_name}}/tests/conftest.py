@@ -18,14 +18,15 @@ from .support.otlp_receiver import OtlpReceiver, run_receiver
 from .support.servers import RecordingDownstream, run_downstream
 
 PACKAGE = "{{ cookiecutter.__package_name }}"
-{%- if cookiecutter.messaging != "none" %}
 
 
 @pytest.fixture(autouse=True)
-def _messaging_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests of the HTTP side run without a broker; tests/messaging wires its own."""
+def _no_real_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests of the HTTP side run without a broker or a registry: tests/messaging and
+    tests/discovery wire their own. (Bakes without those parts ignore the variables.)"""
     monkeypatch.setenv("MESSAGING_ENABLED", "false")
-{%- endif %}
+    # A port nothing listens on: a developer's own Consul agent is never registered with.
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "127.0.0.1:9")
 
 
 @pytest.fixture

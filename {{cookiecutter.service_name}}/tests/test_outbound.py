@@ -119,3 +119,16 @@ async def test_unconfigured_downstream_is_a_503_problem(app: FastAPI) -> None:
         response = await client.get("/downstream")
     assert response.status_code == 503
     assert response.json()["type"] == "urn:problem:downstream-not-configured"
+
+
+async def test_the_configured_url_is_called_as_it_is(
+    make_settings: Callable[..., Settings],
+    tracer_provider: TracerProvider,
+    downstream: RecordingDownstream,
+) -> None:
+    app = create_app(
+        make_settings(downstream_url=downstream.url + "/items/1"), tracer_provider=tracer_provider
+    )
+    async with serve(app) as client:
+        await client.get("/downstream")
+    assert downstream.paths == ["/resource/items/1"]

@@ -12,6 +12,7 @@ see resilience/client.py) with its own breaker, bulkhead and retry budget from i
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -76,6 +77,13 @@ class MeasuredTransport(httpx.AsyncBaseTransport):
 Resolver = Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport]
 
 
+def prefer_stable_http_conventions() -> None:
+    """Client spans in OpenTelemetry's stable HTTP conventions (``http.request.method``,
+    ``url.full``, ``server.address``), like the service's server spans. The instrumentation
+    reads this once per process, when its first transport is made; an explicit setting wins."""
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+
+
 def build_client(
     config: ClientConfig,
     *,
@@ -83,6 +91,7 @@ def build_client(
     duration: Histogram,
     resolver: Resolver | None = None,
 ) -> httpx.AsyncClient:
+    prefer_stable_http_conventions()
     pool: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(
         limits=httpx.Limits(max_connections=config.max_connections),
         retries=0,  # retries are a policy decision, made above the transport

@@ -5,7 +5,12 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from {{ cookiecutter.__package_name }}.resilience.breaker import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState
+from {{ cookiecutter.__package_name }}.resilience.breaker import (
+    BreakerConfig,
+    CircuitBreaker,
+    CircuitOpenError,
+    CircuitState,
+)
 from {{ cookiecutter.__package_name }}.resilience.bulkhead import Bulkhead, BulkheadFullError
 from {{ cookiecutter.__package_name }}.resilience.clock import ManualClock
 from {{ cookiecutter.__package_name }}.resilience.metrics import ResilienceMetrics

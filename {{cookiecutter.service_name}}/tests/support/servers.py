@@ -36,6 +36,7 @@ class RecordingDownstream:
     body: dict[str, Any] = field(default_factory=lambda: {"ok": True})
     delay: float = 0.0
     requests: list[dict[str, str]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
 
 
 def _downstream_handler(state: RecordingDownstream) -> type[BaseHTTPRequestHandler]:
@@ -45,6 +46,7 @@ def _downstream_handler(state: RecordingDownstream) -> type[BaseHTTPRequestHandl
         def do_GET(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))  # a POST's body
             state.requests.append({k.lower(): v for k, v in self.headers.items()})
+            state.paths.append(self.path)
             if state.delay:
                 time.sleep(state.delay)
             payload = json.dumps(state.body).encode()

@@ -9,9 +9,8 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from ..api.downstream import DOWNSTREAM
+from ..api.downstream import DOWNSTREAM, downstream_settings
 from ..context import ServiceContext
-from ..outbound import ClientConfig, build_client
 from .consul import ConsulAgent
 from .registration import Registration, service_definition
 from .resolver import ConsulResolver, ResolvingTransport, is_consul_url
@@ -35,10 +34,8 @@ def install(app: FastAPI, context: ServiceContext) -> None:
 
 
 def _resolve_downstream(context: ServiceContext, settings: DiscoverySettings) -> None:
-    """Rebuild the example's client with Consul resolution when its URL says ``consul://``."""
-    service = context.settings
-    url = service.downstream_url
-    if url is None or not is_consul_url(url):
+    """Remake the example downstream with Consul resolution when its URL says ``consul://``."""
+    if not is_consul_url(context.settings.downstream_url):
         return
 
     def resolving(pool: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
@@ -49,19 +46,6 @@ def _resolve_downstream(context: ServiceContext, settings: DiscoverySettings) ->
         )
         return ResolvingTransport(pool, resolver)
 
-    # The client made for this URL in app.py has opened nothing yet; this one replaces it
-    # under the same name, where callers look it up.
-    context.clients[DOWNSTREAM] = build_client(
-        ClientConfig(
-            name=DOWNSTREAM,
-            base_url=url,
-            connect_timeout=service.downstream_connect_timeout,
-            read_timeout=service.downstream_read_timeout,
-            write_timeout=service.downstream_write_timeout,
-            pool_timeout=service.downstream_pool_timeout,
-            max_connections=service.downstream_max_connections,
-        ),
-        tracer_provider=context.tracer_provider,
-        duration=context.metrics.client_duration,
-        resolver=resolving,
-    )
+    # Replaces what app.py made for this name (nothing was opened yet); resolution sits on
+    # the connection pool, under the retries and the breaker, so each attempt re-resolves.
+    context.downstreams.add(DOWNSTREAM, downstream_settings(context.settings), resolver=resolving)

@@ -81,6 +81,12 @@ class CallOptions(TypedDict, total=False):
     fallback: Fallback | None
 
 
+def _exact(base_url: httpx.URL) -> str:
+    """The downstream's URL as configured: httpx merges "" with a base URL plus a slash
+    ("/events" becomes "/events/"), which many servers redirect or refuse."""
+    return str(base_url).rstrip("/")
+
+
 def transport_failure(error: httpx.TransportError) -> TransportFailure:
     """Classify an httpx error as retry.py expects (see its docstring)."""
     if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
@@ -339,9 +345,10 @@ class ResilientClient:
         try:
             # The httpx timeouts bound each operation; this bounds the attempt as a whole.
             async with asyncio.timeout(remaining):
-                response = await self._http().request(
+                http = self._http()
+                response = await http.request(
                     call.method,
-                    url,
+                    url or _exact(http.base_url),
                     headers=headers,
                     params=request["params"],
                     json=request["json"],
