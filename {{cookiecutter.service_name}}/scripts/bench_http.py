@@ -2,10 +2,10 @@
 
 Both run under uvicorn with the same settings (one worker, same loop and HTTP parser) and serve
 the same example route, ``GET /items/{item_id}``: the bare app is FastAPI with the service's
-items router and nothing else. The service runs with everything on: tracing
-sampled at 100 % and exported over OTLP/HTTP to a receiver process, RED metrics with exemplars,
-and the JSON access log (written to /dev/null). wrk drives each in alternating rounds; the
-medians and the ratio are printed. Needs ``wrk`` (Debian: apt-get install wrk).
+items router and nothing else. The service runs twice, with everything on (tracing sampled
+at 100 %, RED metrics with exemplars, the JSON access log written to /dev/null): once exporting
+its spans over OTLP/HTTP to a receiver process, once not exporting them. wrk drives each in
+alternating rounds; the medians and the ratios are printed. Needs ``wrk`` (Debian: apt-get install wrk).
 
     uv run python scripts/bench_http.py [--rounds 3] [--seconds 10] [--connections 32]
 """
@@ -68,6 +68,9 @@ SINK = textwrap.dedent(
 )
 
 
+VARIANTS = ("bare FastAPI", "service, spans exported", "service, spans not exported")
+
+
 @dataclass
 class Run:
     requests_per_second: float
@@ -104,8 +107,11 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def _millis(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise SystemExit(f"unexpected latency figure from wrk: {text!r}")
+    number, unit = match.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def wrk(url: str, seconds: int, connections: int) -> Run:
@@ -116,8 +122,8 @@ def wrk(url: str, seconds: int, connections: int) -> Run:
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _millis(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    p99 = _millis(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _millis(re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    p99 = _millis(re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE).group(1))  # type: ignore[union-attr]
     if "Non-2xx" in output or "Socket errors" in output:
         raise SystemExit(f"errors during the run:\n{output}")
     return Run(rps, p50, p99)
@@ -131,6 +137,20 @@ def summary(runs: list[Run]) -> Run:
     )
 
 
+def service_env(port: int, **overrides: str) -> dict[str, str]:
+    return {
+        "PYTHONPATH": str(ROOT / "src"),
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(port),
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "ACCESS_LOG": "true",
+        "LOG_LEVEL": "INFO",
+        # The HTTP path alone: a broker, if this bake has one, is not part of the measure.
+        "MESSAGING_ENABLED": "false",
+        **overrides,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -140,44 +160,42 @@ def main() -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (or brew install wrk)")
 
-    bare_port, service_port, sink_port = free_port(), free_port(), free_port()
-    processes = [
-        start([sys.executable, "-c", SINK], {"PORT": str(sink_port)}),
-        start(
+    sink_port = free_port()
+    ports = {name: free_port() for name in VARIANTS}
+    commands = {
+        "bare FastAPI": (
             [sys.executable, "-c", BARE_APP.format(package=PACKAGE)],
-            {"HTTP_PORT": str(bare_port), "PYTHONPATH": str(ROOT / "src")},
+            {"HTTP_PORT": str(ports["bare FastAPI"]), "PYTHONPATH": str(ROOT / "src")},
         ),
-        start(
+        "service, spans exported": (
             [sys.executable, "-m", PACKAGE],
-            {
-                "PYTHONPATH": str(ROOT / "src"),
-                "HTTP_HOST": "127.0.0.1",
-                "HTTP_PORT": str(service_port),
-                "OTEL_TRACES_SAMPLER": "always_on",
-                "OTEL_TRACES_EXPORTER": "otlp",
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
-                "ACCESS_LOG": "true",
-                "LOG_LEVEL": "INFO",
-            },
+            service_env(
+                ports["service, spans exported"],
+                OTEL_TRACES_EXPORTER="otlp",
+                OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
+            ),
         ),
-    ]
+        "service, spans not exported": (
+            [sys.executable, "-m", PACKAGE],
+            service_env(ports["service, spans not exported"], OTEL_TRACES_EXPORTER="none"),
+        ),
+    }
+    processes = [start([sys.executable, "-c", SINK], {"PORT": str(sink_port)})]
+    processes += [start(command, env) for command, env in commands.values()]
+    runs: dict[str, list[Run]] = {name: [] for name in VARIANTS}
     try:
-        bare_url = f"http://127.0.0.1:{bare_port}/items/1"
-        service_url = f"http://127.0.0.1:{service_port}/items/1"
-        wait_ready(bare_url)
-        wait_ready(service_url)
-        for url in (bare_url, service_url):  # warm-up
-            wrk(url, 2, options.connections)
-        bare_runs, service_runs = [], []
+        urls = {name: f"http://127.0.0.1:{port}/items/1" for name, port in ports.items()}
+        for url in urls.values():
+            wait_ready(url)
+            wrk(url, 2, options.connections)  # warm-up
         for round_number in range(1, options.rounds + 1):
-            bare_runs.append(wrk(bare_url, options.seconds, options.connections))
-            service_runs.append(wrk(service_url, options.seconds, options.connections))
-            print(
-                f"round {round_number}: bare {bare_runs[-1].requests_per_second:8.0f} req/s   "
-                f"service {service_runs[-1].requests_per_second:8.0f} req/s",
-                flush=True,
+            for name, url in urls.items():
+                runs[name].append(wrk(url, options.seconds, options.connections))
+            figures = "   ".join(
+                f"{name} {runs[name][-1].requests_per_second:6.0f}" for name in VARIANTS
             )
+            print(f"round {round_number}: {figures} req/s", flush=True)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -187,13 +205,15 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    bare, service = summary(bare_runs), summary(service_runs)
+    results = {name: summary(name_runs) for name, name_runs in runs.items()}
+    bare = results["bare FastAPI"]
     print()
-    print(f"{'':28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    for name, run in (("bare FastAPI", bare), ("service, everything on", service)):
-        print(f"{name:28}{run.requests_per_second:10.0f}{run.p50_ms:10.2f}{run.p99_ms:10.2f}")
-    ratio = service.requests_per_second / bare.requests_per_second
-    print(f"\nthroughput ratio service/bare: {ratio:.2f} (medians of {options.rounds} rounds)")
+    print(f"{'':30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
+    for name, run in results.items():
+        ratio = run.requests_per_second / bare.requests_per_second
+        latency = f"{run.p50_ms:9.2f}{run.p99_ms:9.2f}"
+        print(f"{name:30}{run.requests_per_second:9.0f}{latency}{ratio:8.2f}")
+    print(f"\nmedians of {options.rounds} rounds; ratio = throughput / bare FastAPI's")
     return 0
 
 
