@@ -5,7 +5,8 @@ the same example route, ``GET /items/{item_id}``: the bare app is FastAPI with t
 items router and nothing else. The service runs twice, with everything on (tracing sampled
 at 100 %, RED metrics with exemplars, the JSON access log written to /dev/null): once exporting
 its spans over OTLP/HTTP to a receiver process, once not exporting them. wrk drives each in
-alternating rounds; the medians and the ratios are printed. Needs ``wrk`` (Debian: apt-get install wrk).
+alternating rounds; the medians and the ratios are printed. Needs ``wrk`` (Debian: apt-get
+install wrk).
 
     uv run python scripts/bench_http.py [--rounds 3] [--seconds 10] [--connections 32]
 """
