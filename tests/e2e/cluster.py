@@ -7,6 +7,7 @@ spans they exported over OTLP, their JSON log lines and their /metrics.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -24,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 import httpx
+import nats
 from cookiecutter.main import cookiecutter
 
 TEMPLATE = Path(__file__).resolve().parents[2]
@@ -165,16 +167,22 @@ def bake_all(output: Path) -> dict[str, Path]:
 
 
 @contextmanager
-def running_cluster(output: Path, broker_url: str) -> Iterator[Cluster]:
-    """Bake, start and wire the three services; stop them all on the way out."""
+def running_cluster(
+    output: Path, broker_url: str, extra_env: Mapping[str, Mapping[str, str]] | None = None
+) -> Iterator[Cluster]:
+    """Bake, start and wire the three services; stop them all on the way out.
+
+    ``extra_env`` adds (or overrides) environment variables per service, by part name.
+    """
     projects = bake_all(output)
     receiver_module = load_module(
         projects["gateway"] / "tests" / "support" / "otlp_receiver.py", "e2e_otlp_receiver"
     )
     receivers = receiver_module.run_receiver()
     receiver = next(receivers)
-    # A fresh subject per run: JetStream keeps streams, and runs must not see each other.
-    destination = f"e2e-{uuid.uuid4().hex[:8]}.events"
+    # Fresh subjects per run: JetStream keeps streams, and runs must not see each other.
+    run_prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+    destination = f"{run_prefix}.events"
     ports = {part: free_port() for part in projects}
     common = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
@@ -184,15 +192,22 @@ def running_cluster(output: Path, broker_url: str) -> Iterator[Cluster]:
     }
     envs: Mapping[str, dict[str, str]] = {
         "gateway": {"DOWNSTREAM_URL": f"http://127.0.0.1:{ports['orders']}/events"},
-        "orders": {"BROKER_URL": broker_url, "MESSAGING_DESTINATION": destination},
+        "orders": {
+            "BROKER_URL": broker_url,
+            "MESSAGING_DESTINATION": destination,
+            "MESSAGING_DEAD_LETTER_DESTINATION": f"{run_prefix}.orders.dlq",
+        },
         "shipping": {
             "BROKER_URL": broker_url,
             "MESSAGING_DESTINATION": destination,
+            "MESSAGING_DEAD_LETTER_DESTINATION": f"{run_prefix}.shipping.dlq",
             "DOWNSTREAM_URL": f"http://127.0.0.1:{ports['gateway']}/items/1",
         },
     }
     services = {
-        part: Service(part, project, ports[part], {**common, **envs[part]})
+        part: Service(
+            part, project, ports[part], {**common, **envs[part], **(extra_env or {}).get(part, {})}
+        )
         for part, project in projects.items()
     }
     try:
@@ -205,6 +220,19 @@ def running_cluster(output: Path, broker_url: str) -> Iterator[Cluster]:
         for service in services.values():
             service.stop()
         receivers.close()
+        asyncio.run(delete_streams(broker_url, run_prefix))
+
+
+async def delete_streams(broker_url: str, prefix: str) -> None:
+    """Remove the JetStream streams of one run (their subjects start with ``prefix``)."""
+    connection = await nats.connect(broker_url, connect_timeout=5)
+    try:
+        jetstream = connection.jetstream()
+        for stream in await jetstream.streams_info():
+            if any(subject.startswith(prefix) for subject in stream.config.subjects or []):
+                await jetstream.delete_stream(stream.config.name or "")
+    finally:
+        await connection.close()
 
 
 KIND_NAMES = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}

@@ -1,14 +1,21 @@
-"""A real Prometheus with the repository's config and rules, scraping a real /metrics.
+"""A real Prometheus with the repository's config and rules, scraping baked services.
 
-The scrape target is a loopback HTTP server exposing the contract's metrics through
-prometheus_client (and FastStream's own metrics container), with a background thread
-making traffic. Every dashboard query and recording rule must return data from it.
+Three services are baked and run as processes (tests/e2e/cluster.py): gateway and orders are
+file_sd targets, shipping is a Consul registration (as a target file carrying Consul's labels).
+Background threads give them real traffic: successes, 404s, 422s, an HTTP -> NATS -> consumer
+-> HTTP relay, outbound calls to a port that never answers (5xx, timeouts, retries, breaker and
+bulkhead refusals), poison and duplicate messages, and a spell without a dead-letter stream
+(publish and processing exceptions). Every dashboard query and recording rule must return data
+from them, and ServiceDown must fire when one of them stops.
 """
 
 from __future__ import annotations
 
-import itertools
+import asyncio
+import contextlib
 import json
+import os
+import re
 import socket
 import subprocess
 import threading
@@ -16,227 +23,204 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+import nats
 import pytest
 import yaml
-from faststream.prometheus.container import MetricsContainer
-from faststream.prometheus.manager import MetricsManager
-from faststream.prometheus.types import ProcessingStatus, PublishingStatus
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
-from prometheus_client.exposition import choose_encoder
 
-SERVICE = "orders"  # a file_sd target
-CONSUL_SERVICE = "payments"  # a Consul registration
-DOOMED_SERVICE = "inventory"  # stopped to make ServiceDown fire
-CONSUL_METRICS_PATH = "/internal/metrics"
+from tests.e2e.cluster import Cluster, port_open, running_cluster
+
+BROKER_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
+FILE_SD_SERVICES = ("gateway", "orders")  # listed in a target file
+CONSUL_SERVICE = "shipping"  # a Consul registration
+SERVICES = (*FILE_SD_SERVICES, CONSUL_SERVICE)
+DOOMED_SERVICE = "orders"  # stopped to make ServiceDown fire
+FAILING_SERVICE = "orders"  # its DOWNSTREAM_URL is a port that never answers
+# What a baked service registers in Consul (discovery/registration.py).
+CONSUL_METRICS_PATH = "/metrics"
+# Dashboards every service must fill; the others (messaging, outbound) need some service to.
+EVERY_SERVICE_DASHBOARDS = {"service-overview.json", "service-runtime.json"}
 # Jobs whose targets cannot run here (no Jaeger without Docker).
 UNREACHABLE_JOBS = {"jaeger-spanmetrics"}
 DEADLINE_S = 30
 
 # One Prometheus for the whole module: keep its tests on one xdist worker.
-pytestmark = pytest.mark.xdist_group("stack-live-prometheus")
+pytestmark = [pytest.mark.bake, pytest.mark.xdist_group("stack-live-prometheus")]
 
 
-# --- the scrape target ----------------------------------------------------------------
+# --- the scrape targets: baked services with traffic ----------------------------------
 
 
-class ServiceMetrics:
-    """The metrics a baked service exposes, named as docs/metrics.md says."""
-
-    def __init__(self, service: str) -> None:
-        self.registry = registry = CollectorRegistry()
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
-        self.http_server = Histogram(
-            "http_server_request_duration_seconds",
-            "HTTP requests served",
-            ["http_request_method", "http_route", "http_response_status_code"],
-            registry=registry,
-        )
-        self.active = Gauge(
-            "http_server_active_requests", "In flight", ["http_request_method"], registry=registry
-        )
-        self.http_client = Histogram(
-            "http_client_request_duration_seconds",
-            "Outbound attempts",
-            ["http_request_method", "server_address", "http_response_status_code", "error_type"],
-            registry=registry,
-        )
-        self.breaker_state = Gauge(
-            "circuit_breaker_state", "Breaker state", ["name"], registry=registry
-        )
-        self.breaker_transitions = Counter(
-            "circuit_breaker_transitions",
-            "Breaker transitions",
-            ["name", "from_state", "to_state"],
-            registry=registry,
-        )
-        self.breaker_rejections = Counter(
-            "circuit_breaker_rejections", "Refused", ["name"], registry=registry
-        )
-        self.bulkhead_rejections = Counter(
-            "bulkhead_rejections", "Refused", ["name"], registry=registry
-        )
-        self.retries = Counter("outbound_retries", "Retries", ["name", "reason"], registry=registry)
-        self.dead_letters = Counter(
-            "messaging_dead_letters", "Dead-lettered", ["destination", "reason"], registry=registry
-        )
-        self.duplicates = Counter(
-            "messaging_duplicates", "Duplicates skipped", ["destination"], registry=registry
-        )
-        self.loop_lag = Gauge("event_loop_lag_seconds", "Event loop lag", registry=registry)
-        build = Gauge(
-            "service_build_info", "Build", ["version", "owner", "python_version"], registry=registry
-        )
-        build.labels(version="0.1.0", owner="platform", python_version="3.11").set(1)
-        self.faststream = MetricsManager(
-            MetricsContainer(registry, custom_label_names=[]), app_name=service
-        )
-        self._ticks = itertools.count()
-        self._breaker = 0
-
-    def tick(self) -> None:
-        """One slice of deterministic traffic: mostly fast successes, some of everything else."""
-        i = next(self._ticks)
-        trace_id = f"{i + 1:032x}"
-        duration = (0.02, 0.04, 0.08, 0.3, 0.6)[i % 5]
-        self.http_server.labels("GET", "/orders/{id}", "200").observe(
-            duration, exemplar={"trace_id": trace_id}
-        )
-        if i % 10 == 0:
-            self.http_server.labels("POST", "/orders", "500").observe(
-                0.05, exemplar={"trace_id": trace_id}
-            )
-        if i % 7 == 0:
-            self.http_server.labels("POST", "/orders", "422").observe(0.01)
-        self.active.labels("GET").set(i % 4)
-
-        self.http_client.labels("GET", "inventory:8080", "200", "").observe(
-            0.03, exemplar={"trace_id": trace_id}
-        )
-        if i % 8 == 0:
-            self.http_client.labels("GET", "inventory:8080", "", "ConnectTimeout").observe(1.0)
-            self.retries.labels("inventory", "ConnectTimeout").inc()
-        if i % 9 == 0:
-            self.http_client.labels("GET", "inventory:8080", "503", "503").observe(0.02)
-
-        state = (i // 5) % 3  # closed -> open -> half-open -> closed ...
-        if state != self._breaker:
-            names = ("closed", "open", "half_open")
-            self.breaker_transitions.labels("inventory", names[self._breaker], names[state]).inc()
-            self._breaker = state
-        self.breaker_state.labels("inventory").set(state)
-        self.breaker_state.labels("pricing").set(0)
-        if state == 1:
-            self.breaker_rejections.labels("inventory").inc()
-        if i % 6 == 0:
-            self.bulkhead_rejections.labels("inventory").inc()
-
-        broker, subject = "nats", "orders.created"
-        failed_publish = i % 11 == 0
-        self.faststream.add_published_message(
-            broker, subject, PublishingStatus.error if failed_publish else PublishingStatus.success
-        )
-        self.faststream.observe_published_message_duration(0.002, broker, subject)
-        if failed_publish:
-            self.faststream.add_published_message_exception(broker, subject, "TimeoutError")
-        self.faststream.add_received_message(broker, subject)
-        self.faststream.observe_received_messages_size(broker, subject, 120 + i % 50)
-        self.faststream.add_received_message_in_process(broker, subject)
-        failed_handler = i % 12 == 0
-        self.faststream.observe_received_processed_message_duration(0.01, broker, subject)
-        self.faststream.add_received_processed_message(
-            broker, subject, ProcessingStatus.error if failed_handler else ProcessingStatus.acked
-        )
-        if failed_handler:
-            self.faststream.add_received_processed_message_exception(broker, subject, "ValueError")
-        self.faststream.remove_received_message_in_process(broker, subject)
-        if i % 13 == 0:
-            self.dead_letters.labels(subject, "max_deliveries").inc()
-        if i % 14 == 0:
-            self.duplicates.labels(subject).inc()
-        self.loop_lag.set(0.001 * (1 + i % 3))
+def stream_name(subject: str) -> str:
+    """The JetStream stream a baked service keeps `subject` in (messaging/nats.py)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", subject).upper()
 
 
-class MetricsServer:
-    """Serves a registry on given paths, negotiating OpenMetrics like the baked services."""
+@pytest.fixture(scope="module")
+def blackhole() -> Iterator[int]:
+    """A port that takes connections and never answers: every call to it times out."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
 
-    def __init__(self, metrics: ServiceMetrics, paths: set[str]) -> None:
-        self.accept_headers: list[str] = []
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if urllib.parse.urlsplit(self.path).path not in paths:
-                    self.send_error(404)
-                    return
-                accept = self.headers.get("Accept", "")
-                outer.accept_headers.append(accept)
-                encoder, content_type = choose_encoder(accept)
-                body = encoder(metrics.registry)
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+@pytest.fixture(scope="module")
+def dead_letters() -> str:
+    """A dead-letter subject of this run's own, so that deleting its stream touches no other."""
+    return f"live-prometheus-{uuid.uuid4().hex[:8]}.dlq"
 
-            def log_message(self, *args: Any) -> None:
-                pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, blackhole: int, dead_letters: str
+) -> Iterator[Cluster]:
+    if not port_open(int(BROKER_URL.rsplit(":", 1)[1])):
+        pytest.fail(f"no NATS server at {BROKER_URL}: start one (nats-server -js), as .ci/run does")
+    messaging = {
+        "MESSAGING_DEAD_LETTER_DESTINATION": dead_letters,
+        "MESSAGING_MAX_ATTEMPTS": "2",
+        "MESSAGING_RETRY_BACKOFF_SECONDS": "0.05",
+    }
+    extra_env = {
+        "orders": {
+            **messaging,
+            "DOWNSTREAM_URL": f"http://127.0.0.1:{blackhole}/",
+            "DOWNSTREAM_CONNECT_TIMEOUT": "0.3",
+            "DOWNSTREAM_READ_TIMEOUT": "0.3",
+            "DOWNSTREAM_TIMEOUT_SECONDS": "1.5",
+            "DOWNSTREAM_RETRY_BASE_DELAY_SECONDS": "0.05",
+            "DOWNSTREAM_BREAKER_WINDOW_SECONDS": "10",
+            "DOWNSTREAM_BREAKER_MINIMUM_CALLS": "4",
+            "DOWNSTREAM_BREAKER_OPEN_SECONDS": "2",
+            "DOWNSTREAM_BREAKER_HALF_OPEN_CALLS": "1",
+            "DOWNSTREAM_BULKHEAD_MAX_CONCURRENT": "1",
+            "DOWNSTREAM_BULKHEAD_MAX_WAIT_SECONDS": "0",
+        },
+        "shipping": messaging,
+    }
+    with running_cluster(tmp_path_factory.mktemp("live-prometheus"), BROKER_URL, extra_env) as c:
+        yield c
+
+
+class Traffic:
+    """Real requests and messages, in background threads, until `stop`."""
+
+    def __init__(self, cluster: Cluster, dead_letters: str) -> None:
+        self.cluster = cluster
+        self.dead_letters = dead_letters
+        self.done = threading.Event()
+        self.dead_letter_gap_over = threading.Event()
+        self.failures: list[BaseException] = []
+        self._threads = [
+            threading.Thread(target=self._guarded(run), daemon=True)
+            for run in (self._requests, self._failing_calls, self._messages)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self._thread.join()
+        self.done.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def _guarded(self, run: Callable[[], None]) -> Callable[[], None]:
+        def guarded() -> None:
+            try:
+                run()
+            except BaseException as error:  # reported by the fixture, not lost in a thread
+                self.failures.append(error)
+
+        return guarded
+
+    @staticmethod
+    def _send(client: httpx.Client, method: str, url: str, **kwargs: Any) -> None:
+        with contextlib.suppress(httpx.HTTPError):  # a service the test stopped
+            client.request(method, url, **kwargs)
+
+    def _requests(self) -> None:
+        gateway = self.cluster["gateway"].url
+        with httpx.Client(timeout=5) as client:
+            tick = 0
+            while not self.done.wait(0.2):
+                for name in SERVICES:
+                    url = self.cluster[name].url
+                    self._send(client, "GET", url + "/items/1")
+                    self._send(client, "GET", url + "/items/999")  # 404
+                    if tick % 5 == 0:
+                        self._send(client, "POST", url + "/items", json={"name": ""})  # 422
+                if tick % 5 == 0:  # HTTP -> NATS -> consumer -> HTTP
+                    self._send(
+                        client,
+                        "POST",
+                        gateway + "/downstream",
+                        json={"type": "order.placed", "data": {"order": tick}},
+                    )
+                tick += 1
+
+    def _failing_calls(self) -> None:
+        """Three calls at once to a downstream that never answers: the bulkhead admits one,
+        which times out and is retried (502/504) until the breaker opens and refuses (503)."""
+        url = self.cluster[FAILING_SERVICE].url + "/downstream"
+        with httpx.Client(timeout=5) as client, ThreadPoolExecutor(3) as pool:
+            while not self.done.wait(0.3):
+                list(pool.map(lambda _: self._send(client, "GET", url), range(3)))
+
+    def _messages(self) -> None:
+        asyncio.run(self._publish_messages())
+
+    async def _publish_messages(self) -> None:
+        connection = await nats.connect(BROKER_URL)
+        jetstream = connection.jetstream()
+        subject = self.cluster.destination
+        dead_letter_stream = stream_name(self.dead_letters)
+
+        async def poison_and_duplicate() -> None:
+            await jetstream.publish(subject, b"not an event")  # dead-lettered as invalid
+            event = json.dumps(
+                {
+                    "type": "order.placed",
+                    "data": {},
+                    "id": str(uuid.uuid4()),
+                    "occurred_at": datetime.now(UTC).isoformat(),
+                }
+            ).encode()
+            headers = {"message_id": f"duplicate-{uuid.uuid4()}"}
+            for _ in range(2):  # no Nats-Msg-Id: JetStream keeps both, the consumer skips one
+                await jetstream.publish(subject, event, headers=headers)
+
+        try:
+            await poison_and_duplicate()
+            await asyncio.sleep(2)
+            # Without its stream a dead letter cannot be published: the consumers' publish
+            # fails and the message is nacked (publish and processing exceptions).
+            await jetstream.delete_stream(dead_letter_stream)
+            await poison_and_duplicate()
+            await asyncio.sleep(3)
+            await jetstream.add_stream(name=dead_letter_stream, subjects=[self.dead_letters])
+            self.dead_letter_gap_over.set()
+            while not self.done.is_set():
+                await poison_and_duplicate()
+                await asyncio.sleep(2)
+        finally:
+            with contextlib.suppress(Exception):
+                await jetstream.delete_stream(dead_letter_stream)
+            await connection.close()
 
 
 @pytest.fixture(scope="module")
-def service_metrics() -> Iterator[ServiceMetrics]:
-    metrics = ServiceMetrics(SERVICE)
-    metrics.tick()  # every labelled series exists before the first scrape
-    stop = threading.Event()
-
-    def traffic() -> None:
-        while not stop.wait(0.05):
-            metrics.tick()
-
-    thread = threading.Thread(target=traffic, daemon=True)
-    thread.start()
-    yield metrics
-    stop.set()
-    thread.join()
-
-
-@pytest.fixture(scope="module")
-def target(service_metrics: ServiceMetrics) -> Iterator[MetricsServer]:
-    server = MetricsServer(service_metrics, {"/metrics", CONSUL_METRICS_PATH})
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def doomed_target(service_metrics: ServiceMetrics) -> Iterator[MetricsServer]:
-    server = MetricsServer(service_metrics, {"/metrics"})
-    yield server
-    server.stop()
+def traffic(cluster: Cluster, dead_letters: str) -> Iterator[Traffic]:
+    running = Traffic(cluster, dead_letters)
+    yield running
+    running.stop()
+    assert running.failures == []
 
 
 # --- Prometheus -----------------------------------------------------------------------
@@ -308,8 +292,7 @@ def prometheus(
     prometheus_config: dict[str, Any],
     rule_files: list[Path],
     without_consul_discovery: Callable[[dict[str, Any], list[str]], dict[str, Any]],
-    target: MetricsServer,
-    doomed_target: MetricsServer,
+    cluster: Cluster,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Prometheus]:
     workdir = tmp_path_factory.mktemp("prometheus")
@@ -321,23 +304,28 @@ def prometheus(
     (workdir / "services.json").write_text(
         json.dumps(
             [
-                {"targets": [target.address], "labels": {"service": SERVICE}},
-                {"targets": [doomed_target.address], "labels": {"service": DOOMED_SERVICE}},
+                {"targets": [f"127.0.0.1:{cluster[name].port}"], "labels": {"service": name}}
+                for name in FILE_SD_SERVICES
             ]
         )
     )
-    # What Consul's catalog would say about a service that registered with metrics_path.
+    # What Consul's catalog would say about a baked service that registered (with its
+    # metrics_path), and about Consul's own entry (without one: not scraped).
     (workdir / "consul.json").write_text(
         json.dumps(
             [
                 {
-                    "targets": [target.address],
+                    "targets": [f"127.0.0.1:{cluster[CONSUL_SERVICE].port}"],
                     "labels": {
                         "__meta_consul_service": CONSUL_SERVICE,
                         "__meta_consul_service_id": f"{CONSUL_SERVICE}-1",
                         "__meta_consul_service_metadata_metrics_path": CONSUL_METRICS_PATH,
                     },
-                }
+                },
+                {
+                    "targets": [f"127.0.0.1:{free_port()}"],
+                    "labels": {"__meta_consul_service": "consul"},
+                },
             ]
         )
     )
@@ -394,20 +382,24 @@ def prometheus(
 
 
 @pytest.fixture(scope="module")
-def scraping(prometheus: Prometheus) -> Prometheus:
-    """Prometheus once every target we serve is up and rates have two samples to work with."""
+def scraping(prometheus: Prometheus, traffic: Traffic) -> Prometheus:
+    """Prometheus once every service is up, rates have two samples to work with, and the
+    spell without a dead-letter stream is over."""
 
     def all_up() -> bool:
         up = {r["metric"]["service"]: r["value"][1] for r in prometheus.query("up")}
-        return up == {SERVICE: "1", CONSUL_SERVICE: "1", DOOMED_SERVICE: "1", "prometheus": "1"}
+        return up == {**dict.fromkeys(SERVICES, "1"), "prometheus": "1"}
 
     wait_for("every target to be up", all_up)
-    wait_for(
-        "a rate over the scraped counters",
-        lambda: prometheus.query(
-            f'rate(http_server_request_duration_seconds_count{{service="{SERVICE}"}}[1m]) > 0'
-        ),
-    )
+
+    def serving() -> set[str]:
+        rates = prometheus.query(
+            "sum by (service) (rate(http_server_request_duration_seconds_count[1m]) > 0)"
+        )
+        return {r["metric"]["service"] for r in rates} >= set(SERVICES)
+
+    wait_for("a rate over every service's counters", serving)
+    assert traffic.dead_letter_gap_over.wait(DEADLINE_S), traffic.failures
     return prometheus
 
 
@@ -417,9 +409,15 @@ def scraping(prometheus: Prometheus) -> Prometheus:
 def test_targets_carry_their_service_and_metrics_path(scraping: Prometheus) -> None:
     active = scraping.get("/api/v1/targets", state="active")["activeTargets"]
     by_service = {t["labels"]["service"]: t for t in active}
-    assert set(by_service) == {SERVICE, CONSUL_SERVICE, DOOMED_SERVICE, "prometheus"}
+    assert set(by_service) == {*SERVICES, "prometheus"}
+    assert by_service[CONSUL_SERVICE]["labels"]["job"] == "consul-services"
+    assert by_service[CONSUL_SERVICE]["labels"]["service_instance_id"] == f"{CONSUL_SERVICE}-1"
     assert by_service[CONSUL_SERVICE]["scrapeUrl"].endswith(CONSUL_METRICS_PATH)
-    assert by_service[SERVICE]["scrapeUrl"].endswith("/metrics")
+    for name in FILE_SD_SERVICES:
+        assert by_service[name]["labels"]["job"] == "services"
+        assert by_service[name]["scrapeUrl"].endswith("/metrics")
+    dropped = scraping.get("/api/v1/targets", state="dropped")["droppedTargets"]
+    assert "consul" in {t["discoveredLabels"].get("__meta_consul_service") for t in dropped}
 
 
 def test_every_series_has_a_service_label(scraping: Prometheus) -> None:
@@ -427,25 +425,34 @@ def test_every_series_has_a_service_label(scraping: Prometheus) -> None:
 
 
 def test_scrapes_negotiate_openmetrics_and_keep_exemplars(
-    scraping: Prometheus, target: MetricsServer
+    scraping: Prometheus, cluster: Cluster
 ) -> None:
-    assert target.accept_headers
-    assert all(h.startswith("application/openmetrics-text") for h in target.accept_headers), (
-        target.accept_headers
-    )
-    now = time.time()
-    exemplars = wait_for(
-        "exemplars",
-        lambda: scraping.get(
-            "/api/v1/query_exemplars",
-            query=f'http_server_request_duration_seconds_bucket{{service="{SERVICE}"}}',
-            start=str(now - 300),
-            end=str(now + 60),
-        ),
-    )
-    trace_ids = {e["labels"].get("trace_id") for series in exemplars for e in series["exemplars"]}
-    assert trace_ids
-    assert None not in trace_ids
+    # The services attach exemplars only in OpenMetrics: exemplars stored by Prometheus mean
+    # its scrapes negotiated it.
+    def exemplar_trace_ids() -> dict[str, set[str | None]]:
+        now = time.time()
+        found: dict[str, set[str | None]] = {}
+        for metric in (
+            "http_server_request_duration_seconds_bucket",
+            "http_client_request_duration_seconds_bucket",
+        ):
+            for series in scraping.get(
+                "/api/v1/query_exemplars",
+                query=f'{metric}{{service=~"{"|".join(SERVICES)}"}}',
+                start=str(now - 300),
+                end=str(now + 60),
+            ):
+                found.setdefault(series["seriesLabels"]["service"], set()).update(
+                    e["labels"].get("trace_id") for e in series["exemplars"]
+                )
+        return found if set(found) == set(SERVICES) else {}
+
+    trace_ids = wait_for("exemplars from every service", exemplar_trace_ids)
+    for name, ids in trace_ids.items():
+        assert ids, name
+        assert None not in ids, name
+    spans = {span.trace_id for span in cluster.receiver.spans}
+    assert set.union(*trace_ids.values()) & spans, "exemplars name no exported trace"
 
 
 def test_service_variable_lists_the_service(
@@ -455,20 +462,26 @@ def test_service_variable_lists_the_service(
         (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "service"]
         metric = variable["definition"].removeprefix("label_values(").split(",")[0]
         values = scraping.get("/api/v1/label/service/values", **{"match[]": metric})
-        assert SERVICE in values
+        assert set(values) >= set(SERVICES)
 
 
 def test_every_dashboard_query_returns_data(
     scraping: Prometheus, dashboard_queries: list[Any], concrete_query: Callable[[str, str], str]
 ) -> None:
+    def has_numbers(query: Any, service: str) -> bool:
+        """False for no result, or for only NaN values (e.g. a quantile of nothing)."""
+        results = scraping.query(concrete_query(query.expr, service))
+        return any(float(r["value"][1]) == float(r["value"][1]) for r in results)
+
     def without_numbers() -> list[str]:
-        """Queries with no result, or whose every value is NaN (e.g. a quantile of nothing)."""
+        """Overview and runtime queries must answer for every service; messaging and outbound
+        ones for some service (a gateway without a broker has no messaging to show)."""
         failing = []
         for query in dashboard_queries:
-            values = [
-                float(r["value"][1]) for r in scraping.query(concrete_query(query.expr, SERVICE))
-            ]
-            if not any(value == value for value in values):
+            answering = [name for name in SERVICES if has_numbers(query, name)]
+            if query.dashboard in EVERY_SERVICE_DASHBOARDS:
+                failing += [f"{query} [{n}]" for n in SERVICES if n not in answering]
+            elif not answering:
                 failing.append(str(query))
         return failing
 
@@ -485,7 +498,7 @@ def test_every_recording_rule_produces_series(
         return [
             f"{record} for {service}"
             for record in records
-            for service in (SERVICE, CONSUL_SERVICE)
+            for service in SERVICES
             if not scraping.query(f'{record}{{service="{service}"}}')
         ]
 
@@ -506,10 +519,38 @@ def test_every_rule_evaluates_cleanly(scraping: Prometheus, rules: list[dict[str
     assert [(rule["name"], rule["lastError"]) for rule in loaded if rule["health"] != "ok"] == []
 
 
-def test_service_down_fires_when_a_target_stops(
-    scraping: Prometheus, doomed_target: MetricsServer
-) -> None:
-    doomed_target.stop()
+# Series a service creates at 0 before anything happens (so dashboards show 0, not "no data"):
+# these expressions check that the traffic really made each of them happen.
+HAPPENED = {
+    "2xx": 'http_server_request_duration_seconds_count{http_response_status_code="200"}',
+    "404": 'http_server_request_duration_seconds_count{http_response_status_code="404"}',
+    "422": 'http_server_request_duration_seconds_count{http_response_status_code="422"}',
+    "5xx": 'http_server_request_duration_seconds_count{http_response_status_code=~"5.."}',
+    "outbound failure": 'http_client_request_duration_seconds_count{error_type!=""}',
+    "retry": "outbound_retries_total",
+    "breaker opening": 'circuit_breaker_transitions_total{to_state="open"}',
+    "breaker half-opening": 'circuit_breaker_transitions_total{to_state="half_open"}',
+    "breaker refusal": "circuit_breaker_rejections_total",
+    "bulkhead refusal": "bulkhead_rejections_total",
+    "publish": 'faststream_published_messages_total{status="success"}',
+    "publish exception": "faststream_published_messages_exceptions_total",
+    "processed message": 'faststream_received_processed_messages_total{status="acked"}',
+    "processing exception": "faststream_received_processed_messages_exceptions_total",
+    "invalid message dead-lettered": 'messaging_dead_letters_total{reason="invalid"}',
+    "exhausted message dead-lettered": 'messaging_dead_letters_total{reason="exhausted"}',
+    "duplicate skipped": "messaging_duplicates_total",
+}
+
+
+def test_the_traffic_made_everything_happen(scraping: Prometheus) -> None:
+    def missing() -> list[str]:
+        return [what for what, expr in HAPPENED.items() if not scraping.query(f"sum({expr}) > 0")]
+
+    assert eventually_empty(missing) == []
+
+
+def test_service_down_fires_when_a_service_stops(scraping: Prometheus, cluster: Cluster) -> None:
+    assert cluster[DOOMED_SERVICE].stop() == 0
 
     def firing() -> set[str]:
         alerts = scraping.get("/api/v1/alerts")["alerts"]
