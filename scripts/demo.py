@@ -24,7 +24,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.cluster import port_open, running_cluster, trace_tree  # noqa: E402
+from tests.e2e.cluster import running_cluster, trace_tree  # noqa: E402
+from tests.net import port_open  # noqa: E402
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 NATS_PORT = 4222

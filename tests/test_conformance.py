@@ -9,7 +9,6 @@ them; Kafka as librdkafka's mock cluster from the confluent-kafka wheel).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEMPLATE
+from tests.net import free_port, port_open
 from tests.test_bake import MATRIX, bake
 
 COMMAND = TEMPLATE / "scripts" / "conformance.py"
@@ -58,19 +58,6 @@ def ready() -> JSONResponse:
 def create(item: Item) -> Item:
     return item
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def running(command: list[str], env: Mapping[str, str], port: int) -> Iterator[str]:

@@ -11,7 +11,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,8 @@ import httpx
 import nats
 from cookiecutter.main import cookiecutter
 
+from tests.net import free_port
+
 TEMPLATE = Path(__file__).resolve().parents[2]
 
 # Three services, each baked with different options, playing the parts of the trace:
@@ -42,19 +43,6 @@ BAKES: dict[str, dict[str, str]] = {
         "python_version": "3.12",
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.3)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def load_module(path: Path, name: str) -> ModuleType:

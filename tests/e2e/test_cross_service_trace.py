@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.cluster import Cluster, port_open, running_cluster, trace_tree
+from tests.e2e.cluster import Cluster, running_cluster, trace_tree
+from tests.net import port_open
 
 pytestmark = [pytest.mark.bake, pytest.mark.xdist_group("e2e")]
 

@@ -35,7 +35,8 @@ import nats
 import pytest
 import yaml
 
-from tests.e2e.cluster import Cluster, port_open, running_cluster
+from tests.e2e.cluster import Cluster, running_cluster
+from tests.net import free_port, port_open
 
 BROKER_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
 FILE_SD_SERVICES = ("gateway", "orders")  # listed in a target file
@@ -224,12 +225,6 @@ def traffic(cluster: Cluster, dead_letters: str) -> Iterator[Traffic]:
 
 
 # --- Prometheus -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rules_with_short_for(rule_files: list[Path]) -> dict[str, Any]:
