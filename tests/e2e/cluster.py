@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import aio_pika
 import httpx
 import nats
 from cookiecutter.main import cookiecutter
@@ -143,26 +144,31 @@ class Cluster:
         return self.services[name]
 
 
-def bake_all(output: Path) -> dict[str, Path]:
-    return {
-        part: Path(
-            cookiecutter(
-                str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output)
-            )
+def bake_all(output: Path, broker: str) -> dict[str, Path]:
+    """The three services, the two with messaging on ``broker``."""
+    projects = {}
+    for part, answers in BAKES.items():
+        if answers["messaging"] != "none":
+            answers = {**answers, "messaging": broker}
+        project = cookiecutter(
+            str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output)
         )
-        for part, answers in BAKES.items()
-    }
+        projects[part] = Path(project)
+    return projects
 
 
 @contextmanager
 def running_cluster(
-    output: Path, broker_url: str, extra_env: Mapping[str, Mapping[str, str]] | None = None
+    output: Path,
+    broker_url: str,
+    extra_env: Mapping[str, Mapping[str, str]] | None = None,
+    broker: str = "nats",
 ) -> Iterator[Cluster]:
     """Bake, start and wire the three services; stop them all on the way out.
 
     ``extra_env`` adds (or overrides) environment variables per service, by part name.
     """
-    projects = bake_all(output)
+    projects = bake_all(output, broker)
     receiver_module = load_module(
         projects["gateway"] / "tests" / "support" / "otlp_receiver.py", "e2e_otlp_receiver"
     )
@@ -208,7 +214,25 @@ def running_cluster(
         for service in services.values():
             service.stop()
         receivers.close()
-        asyncio.run(delete_streams(broker_url, run_prefix))
+        if broker == "nats":
+            asyncio.run(delete_streams(broker_url, run_prefix))
+        else:
+            asyncio.run(delete_rabbitmq_destinations(broker_url, run_prefix, destination))
+
+
+async def delete_rabbitmq_destinations(broker_url: str, prefix: str, destination: str) -> None:
+    """Remove one run's exchange and queues (messaging/rabbitmq.py names them)."""
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in (
+            f"{destination}.orders",
+            f"{destination}.shipping",
+            f"{prefix}.orders.dlq",
+            f"{prefix}.shipping.dlq",
+        ):
+            await channel.queue_delete(name)
+        await channel.exchange_delete(destination)
 
 
 async def delete_streams(broker_url: str, prefix: str) -> None:

@@ -1,9 +1,14 @@
-"""RabbitMQ: durable quorum queues, publisher confirms, manual acks after handling.
+"""RabbitMQ: a fanout exchange per destination, a durable quorum queue per consumer group,
+publisher confirms, manual acks after handling.
 
-Events go to a queue named after the destination through the default exchange, dead letters
-to a second queue. Quorum queues are replicated and count deliveries (``x-delivery-count``);
-publishes are persistent, mandatory (an unroutable message is an error, not a silent drop) and
-confirmed by the broker before ``POST /events`` answers.
+Events are published to a durable fanout exchange named after the destination. Each consumer
+group (``MESSAGING_CONSUMER_GROUP``, the service's name by default) has its own queue,
+``<destination>.<group>``, bound to it: every service that consumes the events gets all of
+them, and the replicas of one service share its queue, as with NATS durable consumers and
+Kafka consumer groups. Dead letters go to a queue of their own through the default exchange.
+Quorum queues are replicated and count deliveries (``x-delivery-count``); publishes are
+persistent, mandatory (an unroutable message is an error, not a silent drop) and confirmed by
+the broker before ``POST /events`` answers.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 import aio_pika
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
-from faststream.rabbit import QueueType, RabbitBroker, RabbitQueue
+from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas import Channel
@@ -55,7 +60,12 @@ class RabbitTransport(BrokerLifecycle):
     def __init__(self, settings: MessagingSettings, telemetry: Telemetry | None) -> None:
         self.url = settings.broker_url or DEFAULT_URL
         self._settings = settings
-        self.queue = RabbitQueue(settings.destination, queue_type=QueueType.QUORUM, durable=True)
+        self.exchange = RabbitExchange(settings.destination, type=ExchangeType.FANOUT, durable=True)
+        self.queue = RabbitQueue(
+            f"{settings.destination}.{settings.consumer_group}",
+            queue_type=QueueType.QUORUM,
+            durable=True,
+        )
         self.dead_letter_queue = RabbitQueue(
             settings.dead_letter_destination, queue_type=QueueType.QUORUM, durable=True
         )
@@ -79,24 +89,29 @@ class RabbitTransport(BrokerLifecycle):
 
     def subscribe(self, consume: Consume) -> None:
         subscriber = self.broker.subscriber(
-            self.queue, ack_policy=AckPolicy.NACK_ON_ERROR, decoder=whole_message
+            self.queue, self.exchange, ack_policy=AckPolicy.NACK_ON_ERROR, decoder=whole_message
         )
         subscriber(subscriber_function(consume))
 
     async def start(self) -> None:
         await self.broker.connect()
-        # Declared here too, not only by the subscriber: a publish needs its queue.
-        for queue in (self.queue, self.dead_letter_queue):
-            await self.broker.declare_queue(queue)
+        # Declared here too, not only by the subscriber: a publish needs somewhere to go.
+        exchange = await self.broker.declare_exchange(self.exchange)
+        queue = await self.broker.declare_queue(self.queue)
+        await queue.bind(exchange)
+        await self.broker.declare_queue(self.dead_letter_queue)
         await self.broker.start()
 
     async def publish(
         self, body: bytes, *, destination: str, message_id: str, headers: Mapping[str, str]
     ) -> None:
         amqp_headers: dict[str, Any] = {k: v for k, v in headers.items() if k != "content-type"}
+        # Events go to the exchange (every group's queue); dead letters to their own queue.
+        to_exchange = destination == self.exchange.name
         await self.broker.publish(
             body,
-            queue=destination,
+            exchange=self.exchange if to_exchange else None,
+            queue="" if to_exchange else destination,
             persist=True,
             mandatory=True,
             message_id=message_id,
@@ -111,6 +126,7 @@ class RabbitTransport(BrokerLifecycle):
             channel = await connection.channel()
             for queue in (self.queue, self.dead_letter_queue):
                 await channel.queue_delete(queue.name)
+            await channel.exchange_delete(self.exchange.name)
 
     def message_id(self, message: StreamMessage[Any]) -> str:
         return message.message_id

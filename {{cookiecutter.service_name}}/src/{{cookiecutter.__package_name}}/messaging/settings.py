@@ -31,7 +31,8 @@ class MessagingSettings(BaseSettings):
         min_length=1,
         validation_alias="MESSAGING_DEAD_LETTER_DESTINATION",
     )
-    # NATS durable consumer name, Kafka consumer group; RabbitMQ's queue is the group already.
+    # Who shares the work: the NATS durable consumer, the RabbitMQ queue
+    # (<destination>.<group>, bound to the destination's exchange), the Kafka consumer group.
     consumer_group: str = Field(
         default=SERVICE_NAME, min_length=1, validation_alias="MESSAGING_CONSUMER_GROUP"
     )

@@ -72,9 +72,9 @@ class BrokerUnderTest:
                 message_id=(headers or {}).get("message_id"),
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             )
-            await channel.default_exchange.publish(
-                message, routing_key=settings.destination, mandatory=True
-            )
+            # Events travel through the destination's fanout exchange (messaging/rabbitmq.py).
+            exchange = await channel.get_exchange(settings.destination, ensure=False)
+            await exchange.publish(message, routing_key="", mandatory=True)
 
     async def dead_letters(
         self, settings: MessagingSettings, count: int, within: float = 10.0
@@ -103,8 +103,10 @@ class BrokerUnderTest:
         connection = await aio_pika.connect(self.url)
         async with connection:
             channel = await connection.channel()
-            for name in (settings.destination, settings.dead_letter_destination):
+            group_queue = f"{settings.destination}.{settings.consumer_group}"
+            for name in (group_queue, settings.dead_letter_destination):
                 await channel.queue_delete(name)
+            await channel.exchange_delete(settings.destination)
 
 
 def _check_reachable(url: str) -> None:
