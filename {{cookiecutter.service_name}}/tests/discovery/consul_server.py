@@ -16,9 +16,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..support.servers import QuietServer
 
 # Top-level fields of a service definition (Consul docs: Agent HTTP API, "Register Service").
 SERVICE_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -286,7 +288,7 @@ def _handler(state: FakeConsul) -> type[BaseHTTPRequestHandler]:
 
 def run_fake_consul() -> Iterator[FakeConsul]:
     state = FakeConsul()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server = QuietServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()

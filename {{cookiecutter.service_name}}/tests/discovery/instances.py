@@ -7,8 +7,10 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from ..support.servers import QuietServer
 
 
 @dataclass
@@ -45,7 +47,7 @@ def run_instances(*names: str) -> Iterator[list[ServiceInstance]]:
     try:
         for name in names:
             state = ServiceInstance(name)
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+            server = QuietServer(("127.0.0.1", 0), _handler(state))
             server.daemon_threads = True
             servers.append(server)
             threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
