@@ -289,7 +289,6 @@ def _handler(state: FakeConsul) -> type[BaseHTTPRequestHandler]:
 def run_fake_consul() -> Iterator[FakeConsul]:
     state = FakeConsul()
     server = QuietServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"

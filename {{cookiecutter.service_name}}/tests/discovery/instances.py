@@ -48,7 +48,6 @@ def run_instances(*names: str) -> Iterator[list[ServiceInstance]]:
         for name in names:
             state = ServiceInstance(name)
             server = QuietServer(("127.0.0.1", 0), _handler(state))
-            server.daemon_threads = True
             servers.append(server)
             threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
             state.port = server.server_address[1]
