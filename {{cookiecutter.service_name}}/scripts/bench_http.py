@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from bench_support import SINK, free_port  # scripts/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = next(p.name for p in (ROOT / "src").iterdir() if (p / "app.py").exists())
@@ -49,25 +49,6 @@ BARE_APP = textwrap.dedent(
     """
 )
 
-# Accepts OTLP/HTTP exports and discards them, so the service pays the real export cost.
-SINK = textwrap.dedent(
-    """
-    import os
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Sink(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("content-length", "0")))
-            self.send_response(200)
-            self.send_header("content-length", "0")
-            self.end_headers()
-        def log_message(self, *args):
-            pass
-
-    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Sink).serve_forever()
-    """
-)
-
 
 VARIANTS = ("bare FastAPI", "service, spans exported", "service, spans not exported")
 
@@ -77,13 +58,6 @@ class Run:
     requests_per_second: float
     p50_ms: float
     p99_ms: float
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_ready(url: str, timeout: float = 20.0) -> None:

@@ -19,39 +19,20 @@ import argparse
 import asyncio
 import importlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench_support import SINK, free_port  # scripts/ is on sys.path when run
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = next(p.name for p in (ROOT / "src").iterdir() if (p / "app.py").exists())
 sys.path.insert(0, str(ROOT / "src"))
-
-# Accepts OTLP/HTTP exports and discards them, so the traced run pays the real export cost.
-SINK = textwrap.dedent(
-    """
-    import os
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Sink(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("content-length", "0")))
-            self.send_response(200)
-            self.send_header("content-length", "0")
-            self.end_headers()
-        def log_message(self, *args):
-            pass
-
-    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Sink).serve_forever()
-    """
-)
 
 
 @dataclass(frozen=True)
@@ -60,13 +41,6 @@ class Rates:
     consumed: float
     publish_cpu: float  # microseconds of this process's CPU time per event (all threads)
     consume_cpu: float
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _module(name: str) -> Any:
