@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv services clean
 
 $(PY): requirements/test.txt
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv
@@ -15,10 +15,14 @@ $(PY): requirements/test.txt
 
 venv: $(PY)
 
+# NATS and RabbitMQ on loopback, installed and started when they are not already running.
+services: $(PY)
+	bash scripts/services.sh $(VENV)
+
 demo: $(PY)
 	$(PY) scripts/demo.py
 
-test: $(PY)
+test: services
 	bash scripts/install-prometheus.sh
 	$(PY) -m pytest -n 2 --dist loadgroup tests
 
