@@ -23,7 +23,7 @@ demo: $(PY)
 	$(PY) scripts/demo.py
 
 test: services
-	bash scripts/install-prometheus.sh
+	bash scripts/install-stack.sh
 	$(PY) -m pytest -n 2 --dist loadgroup tests
 
 clean:

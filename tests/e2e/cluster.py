@@ -1,14 +1,15 @@
-"""Several baked services as real processes, one broker, one trace receiver.
+"""Several baked services as real processes, one broker, a real Jaeger.
 
-Shared by the end-to-end test and ``scripts/demo.py``: bake three services with different
-options, start them with ``python -m``, send them one request and collect what they did: the
-spans they exported over OTLP, their JSON log lines and their /metrics.
+Shared by the end-to-end test, the live stack test and ``scripts/demo.py``: bake three services
+with different options, start them with ``python -m`` exporting their spans to Jaeger (one over
+OTLP/gRPC, one over OTLP/HTTP), send them requests and collect what they did: the spans, read
+back through Jaeger's query API, their JSON log lines and their /metrics. The service baked
+with Consul discovery registers itself in a Consul stand-in (tests/stack/consul_standin.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,10 +18,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aio_pika
@@ -29,8 +29,12 @@ import nats
 from cookiecutter.main import cookiecutter
 
 from tests.net import free_port
+from tests.stack.consul_standin import ConsulStandin
+from tests.stack.programs import Jaeger, JaegerSpan
 
-TEMPLATE = Path(__file__).resolve().parents[2]
+# The template to bake: this checkout, or another one (e.g. a release tag's) named by
+# SERVICE_TEMPLATE_DIR.
+TEMPLATE = Path(os.environ.get("SERVICE_TEMPLATE_DIR") or Path(__file__).resolve().parents[2])
 
 # Three services, each baked with different options, playing the parts of the trace:
 # gateway (HTTP only) -> orders (publishes) -> shipping (consumes, calls the gateway back).
@@ -40,20 +44,12 @@ BAKES: dict[str, dict[str, str]] = {
     "shipping": {
         "service_name": "shipping",
         "messaging": "nats",
-        "discovery": "none",
+        "discovery": "consul",
         "python_version": "3.12",
     },
 }
-
-
-def load_module(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+# How each service sends its spans to Jaeger: both OTLP transports are in every run.
+OTLP_PROTOCOLS = {"gateway": "grpc", "orders": "http/protobuf", "shipping": "grpc"}
 
 
 @dataclass
@@ -114,11 +110,16 @@ class Service:
             time.sleep(0.1)
         raise AssertionError(f"{self.name} not ready:\n{''.join(self.lines)}")
 
-    def stop(self) -> int | None:
+    def stop(self, kill: bool = False) -> int | None:
+        """Stops the process (SIGTERM, a graceful shutdown; SIGKILL with `kill`), returns its
+        exit code."""
         if self.process is None:
             return None
         if self.process.poll() is None:
-            self.process.terminate()
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
         try:
             code = self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -137,11 +138,26 @@ class Service:
 @dataclass
 class Cluster:
     services: dict[str, Service]
-    receiver: Any  # the baked tests' OtlpReceiver
+    jaeger: Jaeger
+    consul: ConsulStandin
     destination: str
+    replicas: list[Service] = field(default_factory=list)
 
     def __getitem__(self, name: str) -> Service:
         return self.services[name]
+
+    def start_replica(self, name: str) -> Service:
+        """Another instance of a service: the same project and settings, its own port."""
+        original = self.services[name]
+        replica = Service(name, original.project, free_port(), dict(original.env))
+        self.replicas.append(replica)
+        replica.start()
+        replica.wait_ready()
+        return replica
+
+    def trace(self, trace_id: str) -> list[JaegerSpan]:
+        """The trace's spans as Jaeger has them."""
+        return self.jaeger.trace(trace_id)
 
 
 def bake_all(output: Path, broker: str) -> dict[str, Path]:
@@ -157,67 +173,86 @@ def bake_all(output: Path, broker: str) -> dict[str, Path]:
     return projects
 
 
+def otlp_env(jaeger: Jaeger, protocol: str) -> dict[str, str]:
+    """The standard variables that send a service's spans to `jaeger` over `protocol`."""
+    endpoint = jaeger.otlp_grpc_endpoint if protocol == "grpc" else jaeger.otlp_http_endpoint
+    return {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+
+
 @contextmanager
 def running_cluster(
     output: Path,
     broker_url: str,
+    jaeger: Jaeger,
     extra_env: Mapping[str, Mapping[str, str]] | None = None,
     broker: str = "nats",
 ) -> Iterator[Cluster]:
     """Bake, start and wire the three services; stop them all on the way out.
 
+    Every service exports its spans to `jaeger` (over the protocol OTLP_PROTOCOLS gives it);
+    the one baked with Consul discovery registers in a Consul stand-in started here.
     ``extra_env`` adds (or overrides) environment variables per service, by part name.
     """
     projects = bake_all(output, broker)
-    receiver_module = load_module(
-        projects["gateway"] / "tests" / "support" / "otlp_receiver.py", "e2e_otlp_receiver"
-    )
-    receivers = receiver_module.run_receiver()
-    receiver = next(receivers)
     # Fresh subjects per run: JetStream keeps streams, and runs must not see each other.
     run_prefix = f"e2e-{uuid.uuid4().hex[:8]}"
     destination = f"{run_prefix}.events"
     ports = {part: free_port() for part in projects}
-    common = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
-        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "LOG_LEVEL": "INFO",
-    }
-    envs: Mapping[str, dict[str, str]] = {
-        "gateway": {"DOWNSTREAM_URL": f"http://127.0.0.1:{ports['orders']}/events"},
-        "orders": {
-            "BROKER_URL": broker_url,
-            "MESSAGING_DESTINATION": destination,
-            "MESSAGING_DEAD_LETTER_DESTINATION": f"{run_prefix}.orders.dlq",
-        },
-        "shipping": {
-            "BROKER_URL": broker_url,
-            "MESSAGING_DESTINATION": destination,
-            "MESSAGING_DEAD_LETTER_DESTINATION": f"{run_prefix}.shipping.dlq",
-            "DOWNSTREAM_URL": f"http://127.0.0.1:{ports['gateway']}/items/1",
-        },
-    }
-    services = {
-        part: Service(
-            part, project, ports[part], {**common, **envs[part], **(extra_env or {}).get(part, {})}
-        )
-        for part, project in projects.items()
-    }
-    try:
-        for service in services.values():
-            service.start()
-        for service in services.values():
-            service.wait_ready()
-        yield Cluster(services, receiver, destination)
-    finally:
-        for service in services.values():
-            service.stop()
-        receivers.close()
-        if broker == "nats":
-            asyncio.run(delete_streams(broker_url, run_prefix))
-        else:
-            asyncio.run(delete_rabbitmq_destinations(broker_url, run_prefix, destination))
+    with ExitStack() as stack:
+        consul = stack.enter_context(ConsulStandin().serve())
+        common = {
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "LOG_LEVEL": "INFO",
+            "CONSUL_HTTP_ADDR": consul.url,
+        }
+        envs: Mapping[str, dict[str, str]] = {
+            "gateway": {"DOWNSTREAM_URL": f"http://127.0.0.1:{ports['orders']}/events"},
+            "orders": {
+                "BROKER_URL": broker_url,
+                "MESSAGING_DESTINATION": destination,
+                "MESSAGING_DEAD_LETTER_DESTINATION": f"{run_prefix}.orders.dlq",
+            },
+            "shipping": {
+                "BROKER_URL": broker_url,
+                "MESSAGING_DESTINATION": destination,
+                "MESSAGING_DEAD_LETTER_DESTINATION": f"{run_prefix}.shipping.dlq",
+                "DOWNSTREAM_URL": f"http://127.0.0.1:{ports['gateway']}/items/1",
+            },
+        }
+        services = {
+            part: Service(
+                part,
+                project,
+                ports[part],
+                {
+                    **common,
+                    **otlp_env(jaeger, OTLP_PROTOCOLS[part]),
+                    **envs[part],
+                    **(extra_env or {}).get(part, {}),
+                },
+            )
+            for part, project in projects.items()
+        }
+        cluster = Cluster(services, jaeger, consul, destination)
+        try:
+            for service in services.values():
+                service.start()
+            for service in services.values():
+                service.wait_ready()
+            yield cluster
+        finally:
+            for service in [*services.values(), *cluster.replicas]:
+                service.stop()
+            cleanup_broker(broker, broker_url, run_prefix, destination)
+
+
+def cleanup_broker(broker: str, broker_url: str, run_prefix: str, destination: str) -> None:
+    """Removes what one run left on the broker."""
+    if broker == "nats":
+        asyncio.run(delete_streams(broker_url, run_prefix))
+    else:
+        asyncio.run(delete_rabbitmq_destinations(broker_url, run_prefix, destination))
 
 
 async def delete_rabbitmq_destinations(broker_url: str, prefix: str, destination: str) -> None:

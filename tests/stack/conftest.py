@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.stack.programs import require_stack_binaries
 
 REPO = Path(__file__).resolve().parents[2]
 OBSERVABILITY = REPO / "observability"
@@ -26,25 +26,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): run these tests on one xdist worker")
 
 
-def _require_tool(name: str) -> str:
-    """Path of a tool the stack tests cannot do without; a clear failure, never a skip."""
-    path = shutil.which(name)
-    if path:
-        return path
-    how = "run scripts/install-prometheus.sh (Debian's `prometheus` package)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"`{name}` is not on PATH in CI: the CI setup must {how} before the tests")
-    pytest.fail(f"`{name}` is not on PATH: {how}, then run the tests again")
+@pytest.fixture(scope="session")
+def stack_binaries() -> dict[str, Path]:
+    """Jaeger, Prometheus and promtool at the compose file's versions, as
+    scripts/install-stack.sh built them; a clear failure (never a skip) when one is missing."""
+    return require_stack_binaries()
 
 
 @pytest.fixture(scope="session")
-def promtool() -> str:
-    return _require_tool("promtool")
+def promtool(stack_binaries: dict[str, Path]) -> str:
+    return str(stack_binaries["promtool"])
 
 
 @pytest.fixture(scope="session")
-def prometheus_binary() -> str:
-    return _require_tool("prometheus")
+def prometheus_binary(stack_binaries: dict[str, Path]) -> str:
+    return str(stack_binaries["prometheus"])
+
+
+@pytest.fixture(scope="session")
+def jaeger_binary(stack_binaries: dict[str, Path]) -> Path:
+    return stack_binaries["jaeger"]
 
 
 def load_yaml(path: Path) -> Any:
@@ -61,25 +62,6 @@ def compose() -> dict[str, Any]:
 def prometheus_config() -> dict[str, Any]:
     """The repository's prometheus.yml; tests get a deep copy they may change."""
     return copy.deepcopy(load_yaml(PROMETHEUS_DIR / "prometheus.yml"))
-
-
-def replace_consul_discovery(config: dict[str, Any], files: list[str]) -> dict[str, Any]:
-    """The same config with each Consul discovery swapped for file discovery of `files`.
-
-    Debian builds Prometheus without Consul service discovery, so its promtool and
-    server reject `consul_sd_configs`. Target files can carry the `__meta_consul_*`
-    labels Consul would set, which runs the job's own relabelling unchanged.
-    """
-    config = copy.deepcopy(config)
-    for job in config["scrape_configs"]:
-        if job.pop("consul_sd_configs", None) is not None:
-            job["file_sd_configs"] = [{"files": files}]
-    return config
-
-
-@pytest.fixture(scope="session")
-def without_consul_discovery() -> Callable[[dict[str, Any], list[str]], dict[str, Any]]:
-    return replace_consul_discovery
 
 
 @pytest.fixture(scope="session")

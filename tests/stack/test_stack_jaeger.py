@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.stack.programs import JaegerPorts, jaeger_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "observability" / "jaeger" / "config.yaml"
 
@@ -74,3 +78,73 @@ def test_healthcheck_endpoint_matches_compose(
     assert http["endpoint"].startswith("127.0.0.1:")
     url = f"http://{http['endpoint']}{http['status']['path']}"
     assert url in " ".join(compose["services"]["jaeger"]["healthcheck"]["test"])
+
+
+# --- the pinned Jaeger's own checks ---------------------------------------------------
+
+
+def validate(jaeger_binary: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(jaeger_binary), "validate", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_pinned_jaeger_accepts_the_config(jaeger_binary: Path) -> None:
+    result = validate(jaeger_binary, CONFIG)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_pinned_jaeger_rejects_a_broken_config(
+    jaeger_binary: Path, jaeger: dict[str, Any], tmp_path: Path
+) -> None:
+    broken = copy.deepcopy(jaeger)
+    broken["service"]["pipelines"]["traces"]["exporters"].append("spanmetricz")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    result = validate(jaeger_binary, path)
+    assert result.returncode != 0
+    assert 'references exporter "spanmetricz"' in result.stdout + result.stderr
+
+
+def test_tests_substitute_addresses_only(jaeger: dict[str, Any]) -> None:
+    """The tests run this file with every address replaced by a loopback one, and nothing
+    else changed: the substitution knows every address there is."""
+    ports = JaegerPorts(*range(40001, 40008))
+    running = jaeger_config(ports, "http://127.0.0.1:40009")
+
+    def leaves(node: Any, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], Any]:
+        if isinstance(node, dict):
+            return {
+                k: v for key, child in node.items() for k, v in leaves(child, (*path, key)).items()
+            }
+        if isinstance(node, list):
+            return {
+                k: v for i, child in enumerate(node) for k, v in leaves(child, (*path, i)).items()
+            }
+        return {path: node}
+
+    shipped, derived = leaves(jaeger), leaves(running)
+    assert set(shipped) == set(derived)
+    changed = {path for path in shipped if shipped[path] != derived[path]}
+    addresses = {
+        path for path, value in shipped.items() if path[-1] in {"endpoint", "host", "port"}
+    }
+    assert changed <= addresses  # (the telemetry host is loopback already)
+    assert {str(value) for path, value in derived.items() if path in addresses} == {
+        *(f"127.0.0.1:{port}" for port in range(40001, 40007)),
+        "127.0.0.1",
+        "40007",
+        "http://127.0.0.1:40009",
+    }
+
+
+def test_standard_ports_are_the_compose_files(compose: dict[str, Any]) -> None:
+    """The ports a user's native Jaeger opens (observability/README.md, Without Docker) are
+    those the compose file publishes."""
+    ports = JaegerPorts.standard()
+    published = {int(port.split(":")[-1]) for port in compose["services"]["jaeger"]["ports"]}
+    assert {ports.otlp_grpc, ports.otlp_http, ports.query_http} == published

@@ -1,12 +1,21 @@
-"""A real Prometheus with the repository's config and rules, scraping baked services.
+"""The stack as shipped, for real: Prometheus 3 and Jaeger v2 at the compose file's versions,
+with the repository's configs and rules, watching baked services under real traffic.
 
-Three services are baked and run as processes (tests/e2e/cluster.py): gateway and orders are
-file_sd targets, shipping is a Consul registration (as a target file carrying Consul's labels).
-Background threads give them real traffic: successes, 404s, 422s, an HTTP -> NATS -> consumer
--> HTTP relay, outbound calls to a port that never answers (5xx, timeouts, retries, breaker and
-bulkhead refusals), poison and duplicate messages, and a spell without a dead-letter stream
-(publish and processing exceptions). Every dashboard query and recording rule must return data
-from them, and ServiceDown must fire when one of them stops.
+Three services are baked and run as processes (tests/e2e/cluster.py), exporting their spans to
+Jaeger: gateway and orders are listed in a target file, shipping registers itself in a Consul
+stand-in that Prometheus's own Consul discovery watches. Prometheus runs
+observability/prometheus as shipped (prometheus.yml, rules/), with addresses substituted only:
+the stand-in for consul:8500, the test's Jaeger for jaeger:8889, its own port for
+localhost:9090, and a target file of the test's services instead of the example one. Jaeger runs
+observability/jaeger/config.yaml with loopback addresses and this Prometheus as the Monitor
+tab's backend.
+
+Background threads give the services real traffic: successes, 404s, 422s, an HTTP -> NATS ->
+consumer -> HTTP relay, outbound calls to a port that never answers (5xx, timeouts, retries,
+breaker and bulkhead refusals), poison and duplicate messages, and a spell without a
+dead-letter stream. Every dashboard query and recording rule must return data from them; the
+alerts fire as the rule unit tests say; exemplars lead to traces that Jaeger has; Jaeger's
+Monitor tab shows call rate, error rate and latency per service.
 """
 
 from __future__ import annotations
@@ -14,15 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
+import shutil
 import socket
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,22 +42,30 @@ import nats
 import pytest
 import yaml
 
-from tests.e2e.cluster import Cluster, running_cluster
+from tests.e2e.cluster import Cluster, Service, running_cluster
 from tests.net import free_port, port_open
+from tests.stack.conftest import PROMETHEUS_DIR
+from tests.stack.programs import (
+    Jaeger,
+    JaegerPorts,
+    Prometheus,
+    run_jaeger,
+    run_prometheus,
+)
+from tests.stack.programs import prometheus_config as with_stack_addresses
 
 BROKER_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
 FILE_SD_SERVICES = ("gateway", "orders")  # listed in a target file
-CONSUL_SERVICE = "shipping"  # a Consul registration
+CONSUL_SERVICE = "shipping"  # registers itself in Consul
 SERVICES = (*FILE_SD_SERVICES, CONSUL_SERVICE)
-DOOMED_SERVICE = "orders"  # stopped to make ServiceDown fire
 FAILING_SERVICE = "orders"  # its DOWNSTREAM_URL is a port that never answers
-# What a baked service registers in Consul (discovery/registration.py).
-CONSUL_METRICS_PATH = "/metrics"
+HEALTHY_SERVICE = "shipping"  # nothing it does is an error or slow: no alert
+REPLICA_OF = "gateway"  # a second instance, in the target file, stopped to make ServiceDown fire
 # Dashboards every service must fill; the others (messaging, outbound) need some service to.
 EVERY_SERVICE_DASHBOARDS = {"service-overview.json", "service-runtime.json"}
-# Jobs whose targets cannot run here (no Jaeger without Docker).
-UNREACHABLE_JOBS = {"jaeger-spanmetrics"}
-DEADLINE_S = 30
+# The shipped scrape interval is 15 s, and rules wait out their `for` as shipped.
+DEADLINE_S = 90
+ALERT_DEADLINE_S = 300
 
 # One Prometheus for the whole module: keep its tests on one xdist worker.
 pytestmark = [pytest.mark.bake, pytest.mark.xdist_group("stack-live-prometheus")]
@@ -80,8 +95,27 @@ def dead_letters() -> str:
 
 
 @pytest.fixture(scope="module")
+def prometheus_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def jaeger(
+    jaeger_binary: Path, prometheus_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Jaeger]:
+    """Jaeger as shipped, with this module's Prometheus behind its Monitor tab."""
+    with run_jaeger(
+        jaeger_binary,
+        tmp_path_factory.mktemp("jaeger"),
+        JaegerPorts.free(),
+        prometheus_url=f"http://127.0.0.1:{prometheus_port}",
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, blackhole: int, dead_letters: str
+    tmp_path_factory: pytest.TempPathFactory, blackhole: int, dead_letters: str, jaeger: Jaeger
 ) -> Iterator[Cluster]:
     if not port_open(int(BROKER_URL.rsplit(":", 1)[1])):
         pytest.fail(f"no NATS server at {BROKER_URL}: start one (nats-server -js), as .ci/run does")
@@ -107,8 +141,15 @@ def cluster(
         },
         "shipping": messaging,
     }
-    with running_cluster(tmp_path_factory.mktemp("live-prometheus"), BROKER_URL, extra_env) as c:
-        yield c
+    workdir = tmp_path_factory.mktemp("live-prometheus")
+    with running_cluster(workdir, BROKER_URL, jaeger, extra_env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def replica(cluster: Cluster) -> Service:
+    """A second gateway instance: scraped through the target file, stopped by the alert test."""
+    return cluster.start_replica(REPLICA_OF)
 
 
 class Traffic:
@@ -224,39 +265,57 @@ def traffic(cluster: Cluster, dead_letters: str) -> Iterator[Traffic]:
     assert running.failures == []
 
 
-# --- Prometheus -----------------------------------------------------------------------
+# --- Prometheus and Jaeger ------------------------------------------------------------
 
 
-def rules_with_short_for(rule_files: list[Path]) -> dict[str, Any]:
-    """The repository's rules, with ServiceDown's `for` shortened so the test need not wait."""
-    rules = {path.name: yaml.safe_load(path.read_text()) for path in rule_files}
-    shortened = 0
-    for content in rules.values():
-        for group in content["groups"]:
-            for rule in group["rules"]:
-                if rule.get("alert") == "ServiceDown":
-                    rule["for"] = "0s"
-                    shortened += 1
-    assert shortened == 1
-    return rules
+@pytest.fixture(scope="module")
+def consul_registration(cluster: Cluster) -> dict[str, Any]:
+    """shipping's registration, once it is in the stand-in with a passing check."""
+
+    def registered() -> list[dict[str, Any]]:
+        return cluster.consul.health_service(CONSUL_SERVICE, passing=True, tags=[])
+
+    (entry,) = wait_for("shipping to register in Consul", registered)
+    service: dict[str, Any] = entry["Service"]
+    return service
 
 
-class Prometheus:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def get(self, path: str, **params: str) -> Any:
-        query = urllib.parse.urlencode(params)
-        try:
-            with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=5) as response:
-                body = json.load(response)
-        except urllib.error.HTTPError as error:
-            body = json.load(error)
-        assert body["status"] == "success", f"{path} {params}: {body}"
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        return self.get("/api/v1/query", query=expr)["result"]
+@pytest.fixture(scope="module")
+def prometheus(
+    prometheus_binary: str,
+    prometheus_config: dict[str, Any],
+    prometheus_port: int,
+    cluster: Cluster,
+    replica: Service,
+    consul_registration: dict[str, Any],
+    jaeger: Jaeger,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Prometheus]:
+    """observability/prometheus as shipped, addresses aside, in a directory of its own."""
+    workdir = tmp_path_factory.mktemp("prometheus") / "prometheus"
+    shutil.copytree(PROMETHEUS_DIR, workdir)
+    # The example target file names a host that does not exist here: the test's services
+    # take its place.
+    for example in (workdir / "targets").glob("*.json"):
+        example.unlink()
+    (workdir / "targets" / "services.json").write_text(
+        json.dumps(
+            [
+                {"targets": [f"127.0.0.1:{cluster[name].port}"], "labels": {"service": name}}
+                for name in FILE_SD_SERVICES
+            ]
+            + [{"targets": [f"127.0.0.1:{replica.port}"], "labels": {"service": REPLICA_OF}}]
+        )
+    )
+    config = with_stack_addresses(
+        prometheus_config,
+        port=prometheus_port,
+        consul=cluster.consul.url.removeprefix("http://"),
+        jaeger_spanmetrics=jaeger.spanmetrics_address,
+    )
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with run_prometheus(Path(prometheus_binary), workdir, prometheus_port) as server:
+        yield server
 
 
 def eventually_empty(
@@ -265,7 +324,7 @@ def eventually_empty(
     """Polls until `problems` returns an empty list, or returns its last list at the deadline."""
     end = time.monotonic() + deadline_s
     while (found := problems()) and time.monotonic() < end:
-        time.sleep(0.5)
+        time.sleep(1)
     return found
 
 
@@ -277,115 +336,30 @@ def wait_for(what: str, check: Callable[[], Any], deadline_s: float = DEADLINE_S
         result = check()
         if result:
             return result
-        time.sleep(0.5)
+        time.sleep(1)
     pytest.fail(f"timed out waiting for {what}; last result: {result!r}")
 
 
-@pytest.fixture(scope="module")
-def prometheus(
-    prometheus_binary: str,
-    prometheus_config: dict[str, Any],
-    rule_files: list[Path],
-    without_consul_discovery: Callable[[dict[str, Any], list[str]], dict[str, Any]],
-    cluster: Cluster,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Prometheus]:
-    workdir = tmp_path_factory.mktemp("prometheus")
-    port = free_port()
-
-    (workdir / "rules").mkdir()
-    for name, content in rules_with_short_for(rule_files).items():
-        (workdir / "rules" / name).write_text(yaml.safe_dump(content))
-    (workdir / "services.json").write_text(
-        json.dumps(
-            [
-                {"targets": [f"127.0.0.1:{cluster[name].port}"], "labels": {"service": name}}
-                for name in FILE_SD_SERVICES
-            ]
-        )
-    )
-    # What Consul's catalog would say about a baked service that registered (with its
-    # metrics_path), and about Consul's own entry (without one: not scraped).
-    (workdir / "consul.json").write_text(
-        json.dumps(
-            [
-                {
-                    "targets": [f"127.0.0.1:{cluster[CONSUL_SERVICE].port}"],
-                    "labels": {
-                        "__meta_consul_service": CONSUL_SERVICE,
-                        "__meta_consul_service_id": f"{CONSUL_SERVICE}-1",
-                        "__meta_consul_service_metadata_metrics_path": CONSUL_METRICS_PATH,
-                    },
-                },
-                {
-                    "targets": [f"127.0.0.1:{free_port()}"],
-                    "labels": {"__meta_consul_service": "consul"},
-                },
-            ]
-        )
-    )
-
-    config = without_consul_discovery(prometheus_config, [str(workdir / "consul.json")])
-    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
-    config["rule_files"] = [str(workdir / "rules" / "*.yml")]
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) >= UNREACHABLE_JOBS
-    config["scrape_configs"] = [job for name, job in jobs.items() if name not in UNREACHABLE_JOBS]
-    for job in config["scrape_configs"]:
-        for sd in job.get("file_sd_configs", []):
-            if sd["files"] != [str(workdir / "consul.json")]:
-                sd["files"] = [str(workdir / "services.json")]
-            sd["refresh_interval"] = "1s"
-        for static in job.get("static_configs", []):
-            assert job["job_name"] == "prometheus", f"no stand-in for {job['job_name']} here"
-            static["targets"] = [f"127.0.0.1:{port}"]  # Prometheus scraping itself
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-
-    log = (workdir / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            prometheus_binary,
-            f"--config.file={workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--enable-feature=exemplar-storage",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    server = Prometheus(f"http://127.0.0.1:{port}")
-    try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, (workdir / "prometheus.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=1) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for("Prometheus to be ready", ready, deadline_s=15)
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def instances_up(prometheus: Prometheus) -> dict[str, str]:
+    return {
+        f"{r['metric']['service']} {r['metric']['instance']}": r["value"][1]
+        for r in prometheus.query("up")
+    }
 
 
 @pytest.fixture(scope="module")
-def scraping(prometheus: Prometheus, traffic: Traffic) -> Prometheus:
-    """Prometheus once every service is up, rates have two samples to work with, and the
+def scraping(
+    prometheus: Prometheus, traffic: Traffic, cluster: Cluster, replica: Service, jaeger: Jaeger
+) -> Prometheus:
+    """Prometheus once every target is up, rates have two samples to work with, and the
     spell without a dead-letter stream is over."""
-
-    def all_up() -> bool:
-        up = {r["metric"]["service"]: r["value"][1] for r in prometheus.query("up")}
-        return up == {**dict.fromkeys(SERVICES, "1"), "prometheus": "1"}
-
-    wait_for("every target to be up", all_up)
+    expected = {
+        **{f"{name} 127.0.0.1:{cluster[name].port}": "1" for name in SERVICES},
+        f"{REPLICA_OF} 127.0.0.1:{replica.port}": "1",
+        f"jaeger {jaeger.spanmetrics_address}": "1",
+        f"prometheus {prometheus.url.removeprefix('http://')}": "1",
+    }
+    wait_for("every target to be up", lambda: instances_up(prometheus) == expected)
 
     def serving() -> set[str]:
         rates = prometheus.query(
@@ -401,16 +375,32 @@ def scraping(prometheus: Prometheus, traffic: Traffic) -> Prometheus:
 # --- the tests ------------------------------------------------------------------------
 
 
-def test_targets_carry_their_service_and_metrics_path(scraping: Prometheus) -> None:
+def test_prometheus_is_the_version_the_compose_file_pins(
+    scraping: Prometheus, compose: dict[str, Any]
+) -> None:
+    pinned = compose["services"]["prometheus"]["image"].rpartition(":v")[2]
+    assert scraping.get("/api/v1/status/buildinfo")["version"] == pinned
+
+
+def test_targets_carry_their_service_and_metrics_path(
+    scraping: Prometheus, cluster: Cluster, consul_registration: dict[str, Any]
+) -> None:
     active = scraping.get("/api/v1/targets", state="active")["activeTargets"]
-    by_service = {t["labels"]["service"]: t for t in active}
-    assert set(by_service) == {*SERVICES, "prometheus"}
-    assert by_service[CONSUL_SERVICE]["labels"]["job"] == "consul-services"
-    assert by_service[CONSUL_SERVICE]["labels"]["service_instance_id"] == f"{CONSUL_SERVICE}-1"
-    assert by_service[CONSUL_SERVICE]["scrapeUrl"].endswith(CONSUL_METRICS_PATH)
+    by_instance = {t["labels"]["instance"]: t for t in active}
+    shipping = by_instance[f"127.0.0.1:{cluster[CONSUL_SERVICE].port}"]
+    # Found by Prometheus's Consul discovery, from the service's own registration.
+    assert shipping["labels"]["job"] == "consul-services"
+    assert shipping["labels"]["service"] == CONSUL_SERVICE
+    assert shipping["labels"]["service_instance_id"] == consul_registration["ID"]
+    assert shipping["scrapeUrl"].endswith(consul_registration["Meta"]["metrics_path"])
+    assert shipping["discoveredLabels"]["__meta_consul_health"] == "passing"
     for name in FILE_SD_SERVICES:
-        assert by_service[name]["labels"]["job"] == "services"
-        assert by_service[name]["scrapeUrl"].endswith("/metrics")
+        target = by_instance[f"127.0.0.1:{cluster[name].port}"]
+        assert target["labels"]["job"] == "services"
+        assert target["labels"]["service"] == name
+        assert target["scrapeUrl"].endswith("/metrics")
+    jobs = {t["labels"]["job"] for t in active}
+    assert jobs == {"services", "consul-services", "jaeger-spanmetrics", "prometheus"}
     dropped = scraping.get("/api/v1/targets", state="dropped")["droppedTargets"]
     assert "consul" in {t["discoveredLabels"].get("__meta_consul_service") for t in dropped}
 
@@ -419,8 +409,8 @@ def test_every_series_has_a_service_label(scraping: Prometheus) -> None:
     assert scraping.query('count by (job, __name__) ({__name__=~".+", service=""})') == []
 
 
-def test_scrapes_negotiate_openmetrics_and_keep_exemplars(
-    scraping: Prometheus, cluster: Cluster
+def test_scrapes_negotiate_openmetrics_and_keep_exemplars_that_lead_to_jaeger(
+    scraping: Prometheus, jaeger: Jaeger
 ) -> None:
     # The services attach exemplars only in OpenMetrics: exemplars stored by Prometheus mean
     # its scrapes negotiated it.
@@ -446,8 +436,14 @@ def test_scrapes_negotiate_openmetrics_and_keep_exemplars(
     for name, ids in trace_ids.items():
         assert ids, name
         assert None not in ids, name
-    spans = {span.trace_id for span in cluster.receiver.spans}
-    assert set.union(*trace_ids.values()) & spans, "exemplars name no exported trace"
+        # Clicking an exemplar opens its trace in Jaeger: the trace is there, with a span of
+        # the service whose series carried the exemplar.
+        for trace_id in sorted(ids, key=str)[:5]:
+            assert trace_id is not None
+            spans = wait_for(
+                f"trace {trace_id} in Jaeger", lambda t=trace_id: jaeger.trace(t), deadline_s=15
+            )
+            assert name in {span.service for span in spans}, (trace_id, name)
 
 
 def test_service_variable_lists_the_service(
@@ -544,15 +540,108 @@ def test_the_traffic_made_everything_happen(scraping: Prometheus) -> None:
     assert eventually_empty(missing) == []
 
 
-def test_service_down_fires_when_a_service_stops(scraping: Prometheus, cluster: Cluster) -> None:
-    assert cluster[DOOMED_SERVICE].stop() == 0
+# --- Jaeger's Monitor tab: span metrics through this Prometheus -----------------------
 
-    def firing() -> set[str]:
-        alerts = scraping.get("/api/v1/alerts")["alerts"]
-        return {
-            a["labels"]["service"]
-            for a in alerts
-            if a["labels"]["alertname"] == "ServiceDown" and a["state"] == "firing"
-        }
 
-    assert wait_for("ServiceDown to fire", firing) == {DOOMED_SERVICE}
+def values(answer: dict[str, Any]) -> dict[str, list[float]]:
+    """A Jaeger metrics answer as {"service[ operation]": [points]}, NaNs left out."""
+    found: dict[str, list[float]] = {}
+    for metric in answer.get("metrics") or []:
+        labels = {label["name"]: label["value"] for label in metric["labels"]}
+        key = " ".join(filter(None, (labels.get("service_name"), labels.get("operation"))))
+        points = [float(p["gaugeValue"]["doubleValue"]) for p in metric["metricPoints"]]
+        found[key] = [v for v in points if not math.isnan(v)]
+    return found
+
+
+def test_prometheus_scrapes_jaegers_span_metrics(scraping: Prometheus) -> None:
+    def per_service() -> set[str]:
+        results = scraping.query(
+            'sum by (service_name) (traces_span_metrics_calls_total{job="jaeger-spanmetrics"})'
+        )
+        return {r["metric"]["service_name"] for r in results}
+
+    assert set(SERVICES) <= wait_for("span metrics for every service", per_service)
+
+
+def test_monitor_tab_shows_call_rate_error_rate_and_latency(
+    scraping: Prometheus, jaeger: Jaeger
+) -> None:
+    """What the Monitor tab asks for each service: server spans over the last hour."""
+
+    def missing() -> list[str]:
+        gaps = []
+        for service in SERVICES:
+            for kind, params in (
+                ("calls", {}),
+                ("latencies", {"quantile": 0.95}),
+                ("calls", {"groupByOperation": "true"}),
+                ("latencies", {"quantile": 0.95, "groupByOperation": "true"}),
+                ("errors", {}),
+            ):
+                found = values(jaeger.metrics(kind, service, **params))
+                if not any(found.values()):
+                    gaps.append(f"{kind} {params} for {service}: {found}")
+        return gaps
+
+    assert eventually_empty(missing) == []
+
+    # The failing service's errors show; its call rate and p95 latency are positive.
+    (orders_errors,) = values(jaeger.metrics("errors", FAILING_SERVICE)).values()
+    assert max(orders_errors) > 0
+    (orders_calls,) = values(jaeger.metrics("calls", FAILING_SERVICE)).values()
+    assert max(orders_calls) > 0
+    (orders_p95,) = values(jaeger.metrics("latencies", FAILING_SERVICE, quantile=0.95)).values()
+    assert max(orders_p95) > 0
+    # Per operation, the way the Monitor tab's table lists them: the relay's route is there.
+    by_operation = values(jaeger.metrics("calls", FAILING_SERVICE, groupByOperation="true"))
+    assert f"{FAILING_SERVICE} GET /downstream" in by_operation, sorted(by_operation)
+
+
+# --- alerts ---------------------------------------------------------------------------
+
+
+def alerts_by_state(prometheus: Prometheus) -> dict[str, set[tuple[str, str, str]]]:
+    """{state: {(alertname, service, instance)}} of every active alert."""
+    found: dict[str, set[tuple[str, str, str]]] = {}
+    for alert in prometheus.get("/api/v1/alerts")["alerts"]:
+        labels = alert["labels"]
+        found.setdefault(alert["state"], set()).add(
+            (labels["alertname"], labels.get("service", ""), labels.get("instance", ""))
+        )
+    return found
+
+
+def test_alerts_fire_as_the_rule_tests_say(
+    scraping: Prometheus, cluster: Cluster, replica: Service
+) -> None:
+    """The shipped rules, `for` durations included: a stopped instance pages after a minute, the
+    failing service's breaker and availability burn fire, the slow burn is pending (it fires
+    after 15 minutes), and the healthy service raises nothing."""
+    assert replica.stop() == 0
+    down = ("ServiceDown", REPLICA_OF, f"127.0.0.1:{replica.port}")
+    expected_firing = {
+        down,
+        ("CircuitBreakerOpen", FAILING_SERVICE, f"127.0.0.1:{cluster[FAILING_SERVICE].port}"),
+        ("AvailabilityBudgetBurnFast", FAILING_SERVICE, ""),
+    }
+
+    def all_fired() -> dict[str, set[tuple[str, str, str]]]:
+        alerts = alerts_by_state(scraping)
+        return alerts if expected_firing <= alerts.get("firing", set()) else {}
+
+    alerts = wait_for("the alerts to fire", all_fired, deadline_s=ALERT_DEADLINE_S)
+    assert ("AvailabilityBudgetBurnSlow", FAILING_SERVICE, "") in alerts.get("pending", set())
+    active = alerts.get("firing", set()) | alerts.get("pending", set())
+    assert {alert for alert in active if alert[1] == HEALTHY_SERVICE} == set()
+    assert {alert for alert in active if alert[1] == REPLICA_OF} == {down}
+
+    (service_down,) = [
+        a
+        for a in scraping.get("/api/v1/alerts")["alerts"]
+        if a["labels"]["alertname"] == "ServiceDown"
+    ]
+    assert service_down["labels"]["severity"] == "page"
+    assert service_down["annotations"]["summary"] == (
+        f"{REPLICA_OF} (127.0.0.1:{replica.port}) is not answering scrapes"
+    )

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Builds the local stack's programs from their Go modules, at the versions docker-compose.yml
+# pins, so they run without Docker:
+#   Jaeger v2         jaegertracing/jaeger:<v>   -> github.com/jaegertracing/jaeger, cmd/jaeger
+#   Prometheus 3      prom/prometheus:v<v>       -> github.com/prometheus/prometheus, cmd/prometheus
+#                                                   and cmd/promtool
+# Each is built from its own module source, with its own go.mod and go.sum (the dependency
+# versions its release used), and cached by version under
+#   ${XDG_CACHE_HOME:-$HOME/.cache}/service-template/stack/<name>-<version>/
+# so a second run costs a fraction of a second. Needs Go (1.25 or later; `go` on PATH or in
+# /usr/local/go/bin) and the Go module proxy. The web UIs are not built: Prometheus serves its
+# API without its UI assets (they are embedded only with the `builtinassets` tag), Jaeger
+# serves a placeholder page instead of its React UI; both APIs are complete.
+#
+# Usage: scripts/install-stack.sh [--check] [jaeger] [prometheus]
+#   Builds what is named (both by default) and prints one `name=path` line per program on
+#   stdout (jaeger; prometheus and promtool); progress goes to stderr. With --check nothing is
+#   built: exit 1 when a program is missing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+COMPOSE="${STACK_COMPOSE_FILE:-$ROOT/docker-compose.yml}"
+CACHE="${STACK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/service-template/stack}"
+CHECK_ONLY=false
+WANTED=()
+
+usage() { echo "usage: $0 [--check] [jaeger] [prometheus]" >&2; exit 2; }
+for arg in "$@"; do
+    case "$arg" in
+        --check) CHECK_ONLY=true ;;
+        jaeger | prometheus) WANTED+=("$arg") ;;
+        *) usage ;;
+    esac
+done
+[ "${#WANTED[@]}" -gt 0 ] || WANTED=(jaeger prometheus)
+
+say() { echo "install-stack: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+# The tag of `image: <repository>:<tag>` in the compose file.
+image_tag() {
+    local repository=$1 line tag
+    line="$(grep -E "^[[:space:]]+image:[[:space:]]+${repository}:" "$COMPOSE")" ||
+        die "no image $repository in $COMPOSE"
+    tag="${line##*:}"
+    tag="${tag//[[:space:]\"\']/}"
+    echo "$tag"
+}
+
+# The Go module version that carries a release.
+#   Prometheus 3.M.P is github.com/prometheus/prometheus v0.3MM.P (3.5.0 is v0.305.0).
+#   Jaeger 2.M.P was released from the module's v1 line: v1.(63+M).P (2.13.0 is v1.76.0);
+#   the module's CHANGELOG names both ("v1.76.0 / v2.13.0"), which build() checks.
+prometheus_module_version() {
+    local major minor patch
+    IFS=. read -r major minor patch <<<"$1"
+    [ "$major" = 3 ] || die "Prometheus $1: only 3.x is released as a v0.3xx Go module"
+    printf 'v0.3%02d.%d\n' "$minor" "$patch"
+}
+jaeger_module_version() {
+    local major minor patch
+    IFS=. read -r major minor patch <<<"$1"
+    [ "$major" = 2 ] || die "Jaeger $1: only 2.x is released from the v1.x Go module"
+    echo "v1.$((63 + minor)).$patch"
+}
+
+find_go() {
+    if command -v go >/dev/null 2>&1; then
+        command -v go
+    elif [ -x /usr/local/go/bin/go ]; then
+        echo /usr/local/go/bin/go
+    else
+        die "Go is needed to build the stack (1.25 or later, https://go.dev/dl/); none found"
+    fi
+}
+
+# build NAME VERSION MODULE MODULE_VERSION VERIFY LDFLAGS PACKAGE...
+# Builds each ./cmd/<package> of MODULE@MODULE_VERSION into $CACHE/NAME-VERSION/.
+build() {
+    local name=$1 version=$2 module=$3 module_version=$4 verify=$5 ldflags=$6
+    shift 6
+    local target="$CACHE/$name-$version" go work source package started
+    go="$(find_go)"
+    started=$SECONDS
+    say "building $name $version from $module@$module_version (first time only; minutes)"
+    source="$("$go" mod download -json "$module@$module_version" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [ -d "$source" ] || die "$module@$module_version: the module proxy gave no source"
+    "$verify" "$source" "$version" "$module_version"
+
+    mkdir -p "$CACHE"
+    work="$(mktemp -d "$CACHE/.build-$name-XXXXXX")"
+    # shellcheck disable=SC2064  # expand now: $work is local
+    trap "rm -rf '$work'" EXIT
+    # A writable copy of the module: `go build` in it uses the module's own go.mod and go.sum,
+    # replace and exclude directives included, as the upstream release build does.
+    cp -R "$source" "$work/src"
+    chmod -R u+w "$work/src"
+    mkdir "$work/bin"
+    for package in "$@"; do
+        # GOWORK=off: some modules ship a go.work that names directories the zip leaves out.
+        (cd "$work/src" && CGO_ENABLED=0 GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false" \
+            "$go" build -trimpath \
+            -ldflags "$ldflags" -o "$work/bin/${package##*/}" "./$package")
+    done
+    rm -rf "$target"
+    mv "$work/bin" "$target"
+    rm -rf "$work"
+    trap - EXIT
+    say "built $name $version in $((SECONDS - started)) s: $target"
+}
+
+verify_prometheus() {
+    local source=$1 version=$2
+    [ "$(cat "$source/VERSION")" = "$version" ] ||
+        die "$source/VERSION says $(cat "$source/VERSION"), not $version"
+}
+verify_jaeger() {
+    local source=$1 version=$2 module_version=$3
+    grep -qF "$module_version / v$version " "$source/CHANGELOG.md" ||
+        die "Jaeger's CHANGELOG at $module_version does not name v$version: pin a Jaeger" \
+            "release that has a v1.x Go module tag (2.13.0 is the last, v1.76.0)"
+}
+
+# ensure NAME VERSION PROGRAM...: print name=path for each program, building when missing.
+ensure() {
+    local name=$1 version=$2 dir program missing=false
+    shift 2
+    dir="$CACHE/$name-$version"
+    for program in "$@"; do
+        [ -x "$dir/$program" ] || missing=true
+    done
+    if [ "$missing" = true ]; then
+        if [ "$CHECK_ONLY" = true ]; then
+            die "$name $version is not built in $dir: run scripts/install-stack.sh"
+        fi
+        case "$name" in
+            prometheus)
+                build prometheus "$version" github.com/prometheus/prometheus \
+                    "$(prometheus_module_version "$version")" verify_prometheus \
+                    "-X github.com/prometheus/common/version.Version=$version
+                     -X github.com/prometheus/common/version.Branch=HEAD
+                     -X github.com/prometheus/common/version.BuildUser=install-stack.sh" \
+                    cmd/prometheus cmd/promtool
+                ;;
+            jaeger)
+                build jaeger "$version" github.com/jaegertracing/jaeger \
+                    "$(jaeger_module_version "$version")" verify_jaeger \
+                    "-X github.com/jaegertracing/jaeger/internal/version.latestVersion=v$version" \
+                    cmd/jaeger
+                ;;
+        esac
+    fi
+    for program in "$@"; do
+        echo "$program=$dir/$program"
+    done
+}
+
+JAEGER_VERSION="$(image_tag jaegertracing/jaeger)"
+PROMETHEUS_VERSION="$(image_tag prom/prometheus)"
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION#v}"
+
+if [ "$CHECK_ONLY" = false ]; then
+    # One build at a time per cache, whoever runs it (make test and a user's shell alike).
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/.lock"
+    flock 9
+fi
+
+for name in "${WANTED[@]}"; do
+    case "$name" in
+        jaeger) ensure jaeger "$JAEGER_VERSION" jaeger ;;
+        prometheus) ensure prometheus "$PROMETHEUS_VERSION" prometheus promtool ;;
+    esac
+done
