@@ -1,22 +1,30 @@
-"""Bake three services, run them against one NATS server, and follow one request through them.
+"""Bake three services, run them on one NATS server with Jaeger, and follow one request through.
 
     make demo
 
 gateway (HTTP only) relays a POST to orders through its resilient client; orders publishes an
-event on NATS; shipping consumes it and calls the gateway back. Every service exports its spans
-over OTLP to a receiver in this script, which prints the trace as a tree. With the local stack
-running (docker compose up), point OTEL_EXPORTER_OTLP_ENDPOINT at Jaeger instead and find the
-same trace at http://localhost:16686.
+event on NATS; shipping consumes it and calls the gateway back (and registers itself in a
+Consul stand-in). Every service exports its spans to Jaeger (gateway and shipping over
+OTLP/gRPC, orders over OTLP/HTTP); the trace is read back from Jaeger's query API, printed as
+a tree, and its Jaeger URL shown.
+
+Jaeger: the one of the local stack when it runs (docker compose up -d, or
+`bash scripts/install-stack.sh --run`), where the trace stays after the demo; otherwise the
+demo starts Jaeger itself with observability/jaeger/config.yaml (scripts/install-stack.sh
+builds it the first time, in a few minutes) and stops it at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,9 +34,18 @@ sys.path.insert(0, str(ROOT))
 
 from tests.e2e.cluster import running_cluster, trace_tree  # noqa: E402
 from tests.net import port_open  # noqa: E402
+from tests.stack.programs import (  # noqa: E402
+    Jaeger,
+    JaegerPorts,
+    StackMissing,
+    run_jaeger,
+    send_client_span,
+    stack_binaries,
+    wait_until,
+)
 
-TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 NATS_PORT = 4222
+CLIENT = "demo-client"
 
 
 def step(text: str) -> None:
@@ -53,51 +70,111 @@ def start_nats(data: Path) -> subprocess.Popen[bytes] | None:
     raise SystemExit("NATS did not start")
 
 
+def running_jaeger_at(ports: JaegerPorts) -> Jaeger | None:
+    """The stack's Jaeger, when one answers on the standard ports."""
+    if not all(port_open(p) for p in (ports.query_http, ports.otlp_grpc, ports.otlp_http)):
+        return None
+    jaeger = Jaeger(ports, Path("/dev/null"))
+    try:
+        jaeger.services()
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return jaeger
+
+
+@contextlib.contextmanager
+def jaeger_for_the_demo(workdir: Path) -> Iterator[tuple[Jaeger, bool]]:
+    """(Jaeger, started here): the stack's, or one of the demo's own."""
+    standard = JaegerPorts.standard()
+    found = running_jaeger_at(standard)
+    if found is not None:
+        print(f"using the Jaeger at {found.ui}")
+        yield found, False
+        return
+    try:
+        binary = stack_binaries("jaeger", build=True, timeout=None, show_progress=True)["jaeger"]
+    except StackMissing as error:
+        raise SystemExit(f"Jaeger could not be built: {error}") from None
+    free = not any(port_open(port) for port in vars(standard).values())
+    ports = standard if free else JaegerPorts.free()
+    with run_jaeger(binary, workdir / "jaeger", ports) as jaeger:
+        print(f"started {binary} with observability/jaeger/config.yaml; UI at {jaeger.ui}")
+        yield jaeger, True
+
+
 def main() -> int:
+    trace_id, root_span = secrets.token_hex(16), secrets.token_hex(8)
     with tempfile.TemporaryDirectory() as workdir:
-        step("Starting a broker")
+        step("Starting a broker and Jaeger")
         nats = start_nats(Path(workdir) / "nats")
         try:
-            step("Baking gateway (no broker), orders (NATS) and shipping (NATS, Python 3.12)")
-            with running_cluster(Path(workdir), f"nats://127.0.0.1:{NATS_PORT}") as cluster:
-                for name, service in cluster.services.items():
-                    ready = httpx.get(service.url + "/health/ready").json()
-                    print(
-                        f"{name:<9} {service.url}  ready: {ready['status']}  "
-                        f"checks: {', '.join(ready['checks']) or '-'}"
-                    )
-                step("POST /downstream on gateway, with a traceparent")
-                response = httpx.post(
-                    cluster["gateway"].url + "/downstream",
-                    json={"type": "order.placed", "data": {"order": 7}},
-                    headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"},
-                    timeout=10,
+            with jaeger_for_the_demo(Path(workdir)) as (jaeger, started_here):
+                step(
+                    "Baking gateway (no broker), orders (NATS) and shipping (NATS, Consul, "
+                    "Python 3.12)"
                 )
-                print(response.status_code, json.dumps(response.json()))
-                time.sleep(3)  # the event travels, the services export their spans
-                step(f"Trace {TRACE_ID}, as the services exported it")
-                print(trace_tree(cluster.receiver.spans, TRACE_ID))
-                step("Each service's log lines with that trace id")
-                for name, service in cluster.services.items():
-                    for line in service.logs():
-                        if line.get("trace_id") == TRACE_ID:
-                            print(f"{name:<9} {line['level']:<7} {line['event']}")
-                step("orders' RED metric for the route it served")
-                metrics = httpx.get(
-                    cluster["orders"].url + "/metrics",
-                    headers={"accept": "application/openmetrics-text"},
-                ).text
-                for line in metrics.splitlines():
-                    if line.startswith("http_server_request_duration_seconds_count"):
-                        print(line)
+                with running_cluster(
+                    Path(workdir), f"nats://127.0.0.1:{NATS_PORT}", jaeger
+                ) as cluster:
+                    for name, service in cluster.services.items():
+                        ready = httpx.get(service.url + "/health/ready").json()
+                        print(
+                            f"{name:<9} {service.url}  ready: {ready['status']}  "
+                            f"checks: {', '.join(ready['checks']) or '-'}"
+                        )
+                    step("POST /downstream on gateway, with a traceparent")
+                    start_ns = time.time_ns()
+                    response = httpx.post(
+                        cluster["gateway"].url + "/downstream",
+                        json={"type": "order.placed", "data": {"order": 7}},
+                        headers={"traceparent": f"00-{trace_id}-{root_span}-01"},
+                        timeout=10,
+                    )
+                    send_client_span(
+                        jaeger, CLIENT, trace_id, root_span, start_ns, time.time_ns(), 200
+                    )
+                    print(response.status_code, json.dumps(response.json()))
+
+                    def complete() -> bool:
+                        """The callback from shipping to the gateway is the trace's last hop."""
+                        return any(
+                            s.service == "gateway" and s.name == "GET /items/{item_id}"
+                            for s in jaeger.trace(trace_id)
+                        )
+
+                    wait_until("the trace in Jaeger", complete, timeout=30)
+                    time.sleep(1)  # the last client and consumer spans end just after
+                    step(f"Trace {trace_id}, read back from Jaeger")
+                    print(trace_tree(jaeger.trace(trace_id), trace_id))
+                    step("Each service's log lines with that trace id")
+                    for name, service in cluster.services.items():
+                        for line in service.logs():
+                            if line.get("trace_id") == trace_id:
+                                print(f"{name:<9} {line['level']:<7} {line['event']}")
+                    step("orders' RED metric for the route it served")
+                    metrics = httpx.get(
+                        cluster["orders"].url + "/metrics",
+                        headers={"accept": "application/openmetrics-text"},
+                    ).text
+                    for line in metrics.splitlines():
+                        if line.startswith("http_server_request_duration_seconds_count"):
+                            print(line)
+                step(f"The trace in Jaeger: {jaeger.trace_url(trace_id)}")
+                if started_here:
+                    print(
+                        "This Jaeger is the demo's own and stops with it. To keep traces, run "
+                        "the stack first (bash scripts/install-stack.sh --run, or docker "
+                        "compose up -d)."
+                    )
+                    if sys.stdin.isatty():
+                        input("Press Enter to stop Jaeger. ")
         finally:
             if nats is not None:
                 nats.terminate()
                 nats.wait(timeout=10)
     step(
-        "Done. With Docker: docker compose up -d, set "
-        "OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 on the services, and open "
-        "Jaeger at http://localhost:16686 and Grafana at http://localhost:3000."
+        "Done. Dashboards: docker compose up -d, and Grafana at http://localhost:3000 "
+        "(observability/README.md)."
     )
     return 0
 

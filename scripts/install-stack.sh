@@ -14,25 +14,37 @@
 #
 # Usage: scripts/install-stack.sh [--check] [jaeger] [prometheus]
 #   Builds what is named (both by default) and prints one `name=path` line per program on
-#   stdout (jaeger; prometheus and promtool); progress goes to stderr. With --check nothing is
-#   built: exit 1 when a program is missing.
+#   stdout (jaeger; prometheus and promtool), in shell syntax: `eval "$(...)"` sets $jaeger,
+#   $prometheus and $promtool. Progress goes to stderr. With --check nothing is built: exit 1
+#   when a program is missing.
+# Usage: scripts/install-stack.sh --run
+#   Builds both if needed, then runs them in the foreground as docker-compose.yml does, with
+#   the repository's configs, on 127.0.0.1 and the compose file's ports, until Ctrl-C (see
+#   observability/README.md, "Without Docker").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 COMPOSE="${STACK_COMPOSE_FILE:-$ROOT/docker-compose.yml}"
 CACHE="${STACK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/service-template/stack}"
+STATE="${STACK_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/service-template/stack}"
 CHECK_ONLY=false
+RUN=false
 WANTED=()
 
-usage() { echo "usage: $0 [--check] [jaeger] [prometheus]" >&2; exit 2; }
+usage() { echo "usage: $0 [--check] [jaeger] [prometheus] | $0 --run" >&2; exit 2; }
 for arg in "$@"; do
     case "$arg" in
         --check) CHECK_ONLY=true ;;
+        --run) RUN=true ;;
         jaeger | prometheus) WANTED+=("$arg") ;;
         *) usage ;;
     esac
 done
+if [ "$RUN" = true ] && { [ "$CHECK_ONLY" = true ] || [ "${#WANTED[@]}" -gt 0 ]; }; then
+    usage
+fi
 [ "${#WANTED[@]}" -gt 0 ] || WANTED=(jaeger prometheus)
+declare -A BUILT=()
 
 say() { echo "install-stack: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -152,8 +164,84 @@ ensure() {
         esac
     fi
     for program in "$@"; do
-        echo "$program=$dir/$program"
+        BUILT[$program]="$dir/$program"
     done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Jaeger and Prometheus in the foreground, as the compose file runs them, until Ctrl-C.
+run_stack() {
+    local observability="$ROOT/observability" port pids=() names=() started name
+    mkdir -p "$STATE"
+    for port in 4317 4318 16685 16686 8889 13133 8888 9090; do
+        if port_open "$port"; then
+            die "127.0.0.1:$port is taken: is the stack already running (docker compose up," \
+                "or another --run)?"
+        fi
+    done
+    # The shipped prometheus.yml names the compose network's hosts (jaeger, consul) and
+    # resolves rules/ and targets/ next to itself: here the hosts are this machine, and the
+    # paths are the repository's, so edited rules and target files apply as in the container.
+    sed -e 's|consul:8500|127.0.0.1:8500|' -e 's|jaeger:8889|127.0.0.1:8889|' \
+        -e 's|localhost:9090|127.0.0.1:9090|' \
+        -e "s|- rules/|- $observability/prometheus/rules/|" \
+        -e "s|- targets/|- $observability/prometheus/targets/|" \
+        "$observability/prometheus/prometheus.yml" >"$STATE/prometheus.yml"
+    for expected in 127.0.0.1:8500 127.0.0.1:8889 "$observability/prometheus/rules/"; do
+        grep -qF "$expected" "$STATE/prometheus.yml" ||
+            die "observability/prometheus/prometheus.yml no longer has what --run rewrites"
+    done
+
+    # The shipped Jaeger config, bound to loopback (the compose file publishes on 127.0.0.1
+    # only), its Monitor tab reading this Prometheus.
+    "${BUILT[jaeger]}" --config "$observability/jaeger/config.yaml" \
+        --set=receivers.otlp.protocols.grpc.endpoint=127.0.0.1:4317 \
+        --set=receivers.otlp.protocols.http.endpoint=127.0.0.1:4318 \
+        --set=extensions.jaeger_query.http.endpoint=127.0.0.1:16686 \
+        --set=extensions.jaeger_query.grpc.endpoint=127.0.0.1:16685 \
+        --set=exporters.prometheus.endpoint=127.0.0.1:8889 \
+        --set=extensions.jaeger_storage.metric_backends.span_metrics_in_prometheus.prometheus.endpoint=http://127.0.0.1:9090 \
+        >"$STATE/jaeger.log" 2>&1 &
+    pids+=($!)
+    names+=(jaeger)
+    # The compose file's flags.
+    "${BUILT[prometheus]}" --config.file="$STATE/prometheus.yml" \
+        --storage.tsdb.path="$STATE/prometheus-data" --storage.tsdb.retention.time=15d \
+        --enable-feature=exemplar-storage --web.enable-lifecycle \
+        --web.listen-address=127.0.0.1:9090 >"$STATE/prometheus.log" 2>&1 &
+    pids+=($!)
+    names+=(prometheus)
+    # shellcheck disable=SC2064  # expand now: the pids are known
+    trap "kill ${pids[*]} 2>/dev/null || true; wait ${pids[*]} 2>/dev/null || true" EXIT
+    trap 'say "stopping"; exit 0' INT TERM
+
+    started=$SECONDS
+    until port_open 16686 && port_open 9090; do
+        for i in "${!pids[@]}"; do
+            if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+                say "${names[$i]} exited; $STATE/${names[$i]}.log ends with:"
+                tail -n 20 "$STATE/${names[$i]}.log" >&2
+                exit 1
+            fi
+        done
+        [ $((SECONDS - started)) -lt 60 ] || die "the stack did not come up in 60 s; logs in $STATE"
+        sleep 0.2
+    done
+    say "Jaeger $JAEGER_VERSION and Prometheus $PROMETHEUS_VERSION are up (logs in $STATE):"
+    say "  Jaeger UI and query API   http://localhost:16686  (Monitor tab: span metrics)"
+    say "  OTLP                      http://localhost:4317 (gRPC), http://localhost:4318 (HTTP)"
+    say "  Prometheus                http://localhost:9090"
+    say "Ctrl-C stops both."
+    # Both run until a signal; one that exits on its own takes the other down with it.
+    set +e
+    wait -n "${pids[@]}"
+    for i in "${!pids[@]}"; do
+        if ! kill -0 "${pids[$i]}" 2>/dev/null; then name=${names[$i]}; fi
+    done
+    say "$name exited; $STATE/$name.log ends with:"
+    tail -n 20 "$STATE/$name.log" >&2
+    exit 1
 }
 
 JAEGER_VERSION="$(image_tag jaegertracing/jaeger)"
@@ -172,4 +260,14 @@ for name in "${WANTED[@]}"; do
         jaeger) ensure jaeger "$JAEGER_VERSION" jaeger ;;
         prometheus) ensure prometheus "$PROMETHEUS_VERSION" prometheus promtool ;;
     esac
+done
+
+if [ "$RUN" = true ]; then
+    exec 9>&-  # the build lock: another shell may build while this one runs the stack
+    run_stack
+fi
+for program in jaeger prometheus promtool; do
+    if [ -n "${BUILT[$program]:-}" ]; then
+        printf '%s=%q\n' "$program" "${BUILT[$program]}"
+    fi
 done

@@ -25,7 +25,7 @@ import pytest
 
 from tests.e2e.cluster import OTLP_PROTOCOLS, Cluster, running_cluster, trace_tree
 from tests.net import port_open
-from tests.stack.programs import Jaeger, JaegerSpan, run_jaeger, wait_until
+from tests.stack.programs import Jaeger, JaegerSpan, run_jaeger, send_client_span, wait_until
 
 pytestmark = [pytest.mark.bake, pytest.mark.xdist_group("e2e")]
 
@@ -73,29 +73,6 @@ def request_ids(broker: str) -> tuple[str, str]:
     return secrets.token_hex(16), secrets.token_hex(8)
 
 
-def export_client_span(
-    jaeger: Jaeger, trace_id: str, span_id: str, start_ns: int, end_ns: int, status: int
-) -> None:
-    """The caller's own span, sent as OTLP/JSON: the trace's root, so that Jaeger sees no
-    parent missing."""
-    span = {
-        "traceId": trace_id,
-        "spanId": span_id,
-        "name": "POST",
-        "kind": CLIENT,
-        "startTimeUnixNano": str(start_ns),
-        "endTimeUnixNano": str(end_ns),
-        "attributes": [
-            {"key": "http.request.method", "value": {"stringValue": "POST"}},
-            {"key": "http.response.status_code", "value": {"intValue": str(status)}},
-        ],
-    }
-    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": CLIENT_NAME}}]}
-    body = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
-    response = httpx.post(f"{jaeger.otlp_http_endpoint}/v1/traces", json=body, timeout=5)
-    assert response.status_code == 200, response.text
-
-
 @pytest.fixture(scope="module")
 def spans(cluster: Cluster, request_ids: tuple[str, str]) -> list[JaegerSpan]:
     trace_id, root_span = request_ids
@@ -106,8 +83,14 @@ def spans(cluster: Cluster, request_ids: tuple[str, str]) -> list[JaegerSpan]:
         headers={"traceparent": f"00-{trace_id}-{root_span}-01", "baggage": "tenant=acme"},
         timeout=10,
     )
-    export_client_span(
-        cluster.jaeger, trace_id, root_span, start_ns, time.time_ns(), response.status_code
+    send_client_span(
+        cluster.jaeger,
+        CLIENT_NAME,
+        trace_id,
+        root_span,
+        start_ns,
+        time.time_ns(),
+        response.status_code,
     )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == 202

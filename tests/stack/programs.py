@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import shlex
 import subprocess
 import time
 import urllib.error
@@ -35,22 +36,33 @@ class StackMissing(RuntimeError):
     """A stack program is not built: scripts/install-stack.sh has not run."""
 
 
-def stack_binaries(*names: str, build: bool = False, timeout: float | None = 60) -> dict[str, Path]:
+def stack_binaries(
+    *names: str, build: bool = False, timeout: float | None = 60, show_progress: bool = False
+) -> dict[str, Path]:
     """jaeger, prometheus and promtool (or those of `names`: jaeger, prometheus), as
     scripts/install-stack.sh reports them.
 
     Without `build` nothing is built: a missing program raises StackMissing with the
-    script's own message (run scripts/install-stack.sh).
+    script's own message (run scripts/install-stack.sh). With `show_progress` the script's
+    progress goes to this process's stderr.
     """
     command = ["bash", str(INSTALL_SCRIPT), *([] if build else ["--check"]), *names]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=None if show_progress else subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if result.returncode != 0:
-        raise StackMissing(result.stderr.strip() or f"{INSTALL_SCRIPT} exited {result.returncode}")
+        message = (result.stderr or "").strip()
+        raise StackMissing(message or f"{INSTALL_SCRIPT} exited {result.returncode}")
     paths = {}
     for line in result.stdout.splitlines():
-        name, sep, path = line.partition("=")
+        name, sep, quoted = line.partition("=")  # shell syntax: name=path, the path quoted
         if sep:
-            paths[name] = Path(path)
+            paths[name] = Path(shlex.split(quoted)[0])
     for name, path in paths.items():
         if not path.is_file():
             raise StackMissing(f"{INSTALL_SCRIPT} names {path} for {name}, which is not there")
@@ -351,6 +363,42 @@ class Jaeger:
             **params,
         }
         return dict(self.api(f"/metrics/{kind}", query))
+
+
+def send_client_span(
+    jaeger: Jaeger,
+    service: str,
+    trace_id: str,
+    span_id: str,
+    start_ns: int,
+    end_ns: int,
+    status: int,
+) -> None:
+    """A caller's own client span for a request it made with `traceparent` 00-trace-span-01,
+    sent to Jaeger as OTLP/JSON: the trace's root, so Jaeger finds no parent missing."""
+    span = {
+        "traceId": trace_id,
+        "spanId": span_id,
+        "name": "POST",
+        "kind": SPAN_KINDS["client"],
+        "startTimeUnixNano": str(start_ns),
+        "endTimeUnixNano": str(end_ns),
+        "attributes": [
+            {"key": "http.request.method", "value": {"stringValue": "POST"}},
+            {"key": "http.response.status_code", "value": {"intValue": str(status)}},
+        ],
+    }
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]}
+    body = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
+    request = urllib.request.Request(
+        f"{jaeger.otlp_http_endpoint}/v1/traces",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        if response.status != 200:
+            raise JaegerError(response.status, "/v1/traces", response.read())
 
 
 class JaegerError(RuntimeError):

