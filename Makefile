@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test venv services clean
 
-$(PY): requirements/test.txt
+$(PY): requirements/test.txt chassis/pyproject.toml
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv
 	uv venv --quiet --python 3.11 $(VENV)
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet -r requirements/test.txt
@@ -24,6 +24,7 @@ demo: $(PY)
 
 test: services
 	bash scripts/install-stack.sh
+	cd chassis && ../$(PY) -m pytest -n 2
 	$(PY) -m pytest -n 2 --dist loadgroup tests
 
 clean:

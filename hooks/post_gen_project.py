@@ -6,11 +6,18 @@ from the bake is an error: the list and the template must not drift apart silent
 A bake from a git checkout of the template records its origin in ``.cruft.json`` (template,
 commit, answers), as ``cruft create`` would, so ``cruft check`` and ``cruft update`` work on a
 service baked with plain cookiecutter.
+
+The service depends on the chassis (``service-chassis``) from the same template repository:
+from its git URL at the chassis's release tag when the bake came from a URL, from the local
+checkout's ``chassis/`` folder when it came from a local path (tests, ``make demo``). The lock
+of the chosen broker seeds ``uv.lock``, which ``uv lock`` then brings in line with that source.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,30 +31,15 @@ PACKAGE = "src/{package}"
 # option -> value -> paths that exist only for that value. "*" means "any value but none".
 OPTION_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
     "messaging": {
-        "*": (f"{PACKAGE}/messaging", "tests/messaging", "scripts/bench_messaging.py"),
-        "nats": (
-            "uv-nats.lock",
-            f"{PACKAGE}/messaging/nats.py",
-            "tests/messaging/support/nats.py",
-            "tests/messaging/test_nats.py",
+        "*": (
+            f"{PACKAGE}/example/events.py",
+            "tests/example/test_events.py",
+            "scripts/bench_messaging.py",
         ),
-        "rabbitmq": (
-            "uv-rabbitmq.lock",
-            f"{PACKAGE}/messaging/rabbitmq.py",
-            "tests/messaging/support/rabbitmq.py",
-            "tests/messaging/support/proxy.py",
-            "tests/messaging/test_rabbitmq.py",
-        ),
-        "kafka": (
-            "uv-kafka.lock",
-            f"{PACKAGE}/messaging/kafka.py",
-            "tests/messaging/support/kafka.py",
-            "tests/messaging/test_kafka.py",
-        ),
+        "nats": ("uv-nats.lock",),
+        "rabbitmq": ("uv-rabbitmq.lock",),
+        "kafka": ("uv-kafka.lock",),
         "none": ("uv-none.lock",),
-    },
-    "discovery": {
-        "consul": (f"{PACKAGE}/discovery", "tests/discovery"),
     },
 }
 
@@ -64,6 +56,62 @@ def adopt_lock(root: Path) -> None:
             f"expected one uv-<messaging>.lock after pruning, found {[p.name for p in locks]}"
         )
     locks[0].rename(root / "uv.lock")
+
+
+CHASSIS_SOURCE = re.compile(r"^service-chassis = \{.*\}$", re.MULTILINE)
+CHASSIS_PIN = re.compile(r'"service-chassis(?:\[[^\]]*\])?==([^"]+)"')
+
+
+def from_invocation(path: object) -> Path:
+    """A path cookiecutter was given, made absolute. A relative one is relative to where
+    cookiecutter ran, which the shell's PWD still names: hooks run inside the new project."""
+    given = Path(str(path or ".")).expanduser()
+    if given.is_absolute():
+        return given
+    return Path(os.environ.get("PWD") or Path.cwd()) / given
+
+
+def chassis_source(answers: Mapping[str, object], pyproject: str) -> str:
+    """The ``[tool.uv.sources]`` entry for the chassis: where this bake came from."""
+    repo_dir = from_invocation(answers.get("_repo_dir"))
+    template = str(answers.get("_template") or "")
+    local = not template or from_invocation(template).is_dir()
+    if local:
+        # Editable: a change to the local chassis is what the bake runs, without a rebuild.
+        path = (repo_dir / "chassis").resolve().as_posix()
+        return _inline_table(path=path, editable=True)
+    pin = CHASSIS_PIN.search(pyproject)
+    if pin is None:
+        raise MissingPathError("pyproject.toml does not pin service-chassis==<version>")
+    url = _git(repo_dir, "remote", "get-url", "origin") or template
+    return _inline_table(git=url, subdirectory="chassis", tag=f"chassis-v{pin.group(1)}")
+
+
+def _inline_table(**keys: str | bool) -> str:
+    # No doubled braces: this file is itself rendered by Jinja before it runs.
+    body = ", ".join(f"{key} = {json.dumps(value)}" for key, value in keys.items())
+    return "service-chassis = { " + body + " }"
+
+
+def point_at_chassis(root: Path, answers: Mapping[str, object]) -> None:
+    pyproject = root / "pyproject.toml"
+    text = pyproject.read_text()
+    if len(CHASSIS_SOURCE.findall(text)) != 1:
+        raise MissingPathError("pyproject.toml has no single 'service-chassis = {...}' source")
+    pyproject.write_text(CHASSIS_SOURCE.sub(chassis_source(answers, text), text))
+
+
+def lock(root: Path) -> str:
+    """Bring uv.lock in line with the chassis source; a note when that could not be done."""
+    uv = shutil.which("uv")
+    if uv is None:
+        return "uv was not found: run `uv lock` in the service before `uv sync --locked`."
+    result = subprocess.run(
+        [uv, "lock", "--quiet"], cwd=root, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        return f"WARNING: `uv lock` failed; run it in the service:\n{result.stderr.strip()}"
+    return ""
 
 
 def paths_to_remove(answers: Mapping[str, object], package: str) -> list[str]:
@@ -150,7 +198,7 @@ def cruft_state(answers: Mapping[str, object]) -> tuple[dict[str, object] | None
     """
     if "_commit" in answers:  # cruft create or cruft update: cruft writes .cruft.json
         return None, ""
-    repo_dir = str(answers.get("_repo_dir") or "")
+    repo_dir = str(from_invocation(answers["_repo_dir"])) if answers.get("_repo_dir") else ""
     top = _git(repo_dir, "rev-parse", "--show-toplevel") if repo_dir else None
     commit = _git(repo_dir, "rev-parse", "HEAD") if top else None
     if top is None or commit is None:
@@ -160,7 +208,7 @@ def cruft_state(answers: Mapping[str, object]) -> tuple[dict[str, object] | None
         )
     template = str(answers.get("_template") or "")
     origin = _git(repo_dir, "remote", "get-url", "origin")
-    local = bool(template) and Path(template).expanduser().is_dir()
+    local = bool(template) and from_invocation(template).is_dir()
     # A local checkout is recorded by its path, as cruft does; a clone cookiecutter made of a
     # remote template (gh:org/repo, https://...) by the URL it cloned.
     location = str(Path(top).resolve()) if local or origin is None else origin
@@ -211,13 +259,14 @@ def main(answers_json: str, root: Path) -> int:
     try:
         prune(root, paths_to_remove(answers, str(answers["__package_name"])))
         adopt_lock(root)
+        point_at_chassis(root, answers)
     except MissingPathError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
     remove_tool_caches(root)
-    note = record_origin(answers, root)
-    if note:
-        print(note)
+    for note in (lock(root), record_origin(answers, root)):
+        if note:
+            print(note)
     print(next_steps(answers))
     return 0
 

@@ -118,12 +118,12 @@ def test_the_bake_records_what_cruft_needs(setup: Setup) -> None:
 
 
 def test_update_brings_the_template_change_and_keeps_the_services_own(setup: Setup) -> None:
-    metrics = f"src/{PACKAGE}/metrics.py"
-    items = f"src/{PACKAGE}/api/items.py"
+    metrics = f"src/{PACKAGE}/settings.py"
+    items = f"src/{PACKAGE}/example/items.py"
     # The service's own work, committed.
     with (setup.service / items).open("a") as file:
         file.write(OWN_CODE)
-    (setup.service / f"src/{PACKAGE}/api/own.py").write_text('"""The service\'s own module."""\n')
+    (setup.service / f"src/{PACKAGE}/example/own.py").write_text('"""The service\'s own module."""\n')
     commit_all(setup.service, "Own code")
     # A new standard in the template: a change to a file the service did not touch, a new file.
     with setup.template_file(metrics).open("a") as file:
@@ -143,7 +143,7 @@ def test_update_brings_the_template_change_and_keeps_the_services_own(setup: Set
         "{{ cookiecutter.service_name }}", SERVICE
     )
     assert (setup.service / items).read_text().endswith(OWN_CODE)
-    assert (setup.service / f"src/{PACKAGE}/api/own.py").exists()
+    assert (setup.service / f"src/{PACKAGE}/example/own.py").exists()
     assert json.loads((setup.service / ".cruft.json").read_text())["commit"] == new_commit
     assert not list(setup.service.rglob("*.rej"))
     assert cruft(setup.service, "check").returncode == 0

@@ -1,7 +1,7 @@
-"""The template's test environment pins what the baked services pin, option by option.
+"""The pins agree: the chassis's, the baked services' and the template's test environment.
 
-The bake matrix runs every bake's suite in this environment, so a version that differs here
-would test something other than what a baked service installs.
+The chassis's own suite and the cross-service tests run in the template's environment, so a
+version that differs there would test something other than what a baked service installs.
 """
 
 from __future__ import annotations
@@ -44,22 +44,62 @@ def baked_pyproject(messaging: str) -> dict[str, object]:
     return tomllib.loads(rendered)
 
 
+CHASSIS = TEMPLATE / "chassis"
+
+
+def chassis_version() -> str:
+    text = (CHASSIS / "src" / "service_chassis" / "_version.py").read_text()
+    match = re.search(r'__version__ = "([^"]+)"', text)
+    assert match is not None
+    return match.group(1)
+
+
+def chassis_pins() -> dict[str, str]:
+    project = tomllib.loads((CHASSIS / "pyproject.toml").read_text())["project"]
+    found = pins(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        found |= pins(extra)
+    return found
+
+
+def environment_pins() -> dict[str, str]:
+    return pins((TEMPLATE / "requirements" / "test.txt").read_text().splitlines())
+
+
 @pytest.mark.parametrize("messaging", ["nats", "rabbitmq", "kafka", "none"])
-def test_every_baked_pin_is_the_test_environments_pin(messaging: str) -> None:
+def test_every_pin_is_the_test_environments_pin(messaging: str) -> None:
     project = baked_pyproject(messaging)
-    wanted = pins(project["project"]["dependencies"])  # type: ignore[index]
-    wanted |= pins(project["dependency-groups"]["dev"])  # type: ignore[index]
-    available = pins((TEMPLATE / "requirements" / "test.txt").read_text().splitlines())
+    wanted = chassis_pins() | pins(project["dependency-groups"]["dev"])  # type: ignore[index]
+    wanted.pop("service-chassis")
+    available = environment_pins()
     mismatched = {
         name: (version, available.get(name))
         for name, version in wanted.items()
         if available.get(name) != version
     }
-    assert mismatched == {}, "baked pin -> test environment pin"
+    assert mismatched == {}, "pin -> test environment pin"
 
 
-def test_every_baked_dependency_is_pinned_exactly() -> None:
-    for messaging in ("nats", "rabbitmq", "kafka", "none"):
-        project = baked_pyproject(messaging)
-        for requirement in project["project"]["dependencies"]:  # type: ignore[index]
-            assert "==" in requirement, requirement
+@pytest.mark.parametrize("messaging", ["nats", "rabbitmq", "kafka", "none"])
+def test_the_service_pins_this_chassis_release_and_its_tag(messaging: str) -> None:
+    project = baked_pyproject(messaging)
+    [requirement] = project["project"]["dependencies"]  # type: ignore[index]
+    extra = "" if messaging == "none" else f"[{messaging}]"
+    assert requirement == f"service-chassis{extra}=={chassis_version()}"
+    source = project["tool"]["uv"]["sources"]["service-chassis"]  # type: ignore[index]
+    assert source["tag"] == f"chassis-v{chassis_version()}"
+    assert source["subdirectory"] == "chassis"
+
+
+def test_every_chassis_dependency_is_pinned_exactly() -> None:
+    project = tomllib.loads((CHASSIS / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    for requirement in requirements:
+        assert "==" in requirement, requirement
+
+
+def test_the_changelog_has_an_entry_for_this_version() -> None:
+    changelog = (CHASSIS / "CHANGELOG.md").read_text()
+    assert f"## {chassis_version()}" in changelog

@@ -103,8 +103,7 @@ def test_the_jobs_are_the_standards(baked: Bake) -> None:
     assert "pytest" in run_commands(jobs["tests"])
     conformance = run_commands(jobs["conformance"])
     assert "docker build" in conformance
-    assert "tests/support/conformance.py http://127.0.0.1:8123" in conformance
-    assert (baked.path / "tests" / "support" / "conformance.py").is_file()
+    assert "python -m service_chassis.conformance http://127.0.0.1:8123" in conformance
     assert f"cruft@{pin('cruft')} check" in run_commands(jobs["template"])
 
 

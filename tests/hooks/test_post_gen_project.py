@@ -51,7 +51,7 @@ def test_only_the_chosen_options_survive(
     assert (tmp_path / "src/orders/app.py").exists()
     kept = [path for path in listed if (tmp_path / path).exists()]
     for option, chosen in (("messaging", messaging), ("discovery", discovery)):
-        for value, paths in post_gen.OPTION_PATHS[option].items():
+        for value, paths in post_gen.OPTION_PATHS.get(option, {}).items():
             chosen_here = chosen != "none" if value == "*" else chosen == value
             for path in paths:
                 assert ((path.format(package="orders")) in kept) == chosen_here
@@ -116,3 +116,57 @@ def test_the_chosen_lock_becomes_uv_lock(
 def test_no_lock_left_is_an_error(post_gen: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(post_gen.MissingPathError, match="expected one"):
         post_gen.adopt_lock(tmp_path)
+
+
+PYPROJECT = """[project]
+dependencies = ["service-chassis[nats]==1.2.3"]
+
+[tool.uv.sources]
+service-chassis = { git = "https://example.invalid/t", subdirectory = "chassis", tag = "v1" }
+"""
+
+
+def test_a_bake_from_a_local_checkout_uses_its_chassis_folder(
+    post_gen: ModuleType, tmp_path: Path
+) -> None:
+    template = tmp_path / "template"
+    (template / "chassis").mkdir(parents=True)
+    answers = {**ANSWERS, "_template": str(template), "_repo_dir": str(template)}
+    source = post_gen.chassis_source(answers, PYPROJECT)
+    assert source == (
+        f'service-chassis = {{ path = "{(template / "chassis").as_posix()}", editable = true }}'
+    )
+
+
+def test_a_relative_template_path_is_taken_from_where_cookiecutter_ran(
+    post_gen: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "template" / "chassis").mkdir(parents=True)
+    monkeypatch.setenv("PWD", str(tmp_path))
+    answers = {**ANSWERS, "_template": "template", "_repo_dir": "template"}
+    assert str(tmp_path / "template" / "chassis") in post_gen.chassis_source(answers, PYPROJECT)
+
+
+def test_a_bake_from_a_url_fetches_the_chassis_at_its_release_tag(
+    post_gen: ModuleType, tmp_path: Path
+) -> None:
+    answers = {
+        **ANSWERS,
+        "_template": "https://example.org/org/tmpl.git",
+        "_repo_dir": str(tmp_path),
+    }
+    source = post_gen.chassis_source(answers, PYPROJECT)
+    assert source == (
+        'service-chassis = { git = "https://example.org/org/tmpl.git", '
+        'subdirectory = "chassis", tag = "chassis-v1.2.3" }'
+    )
+
+
+def test_the_source_line_is_replaced_once(post_gen: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    (tmp_path / "chassis").mkdir()
+    answers = {**ANSWERS, "_template": str(tmp_path), "_repo_dir": str(tmp_path)}
+    post_gen.point_at_chassis(tmp_path, answers)
+    text = (tmp_path / "pyproject.toml").read_text()
+    assert "example.invalid" not in text
+    assert text.count("service-chassis = {") == 1

@@ -10,23 +10,21 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from service_chassis.testing.otlp_receiver import OtlpReceiver, run_receiver
+from service_chassis.testing.servers import RecordingDownstream, free_port, run_downstream
 
 from {{ cookiecutter.__package_name }}.app import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
-
-from .support.otlp_receiver import OtlpReceiver, run_receiver
-from .support.servers import RecordingDownstream, run_downstream
 
 PACKAGE = "{{ cookiecutter.__package_name }}"
 
 
 @pytest.fixture(autouse=True)
 def _no_real_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests of the HTTP side run without a broker or a registry: tests/messaging and
-    tests/discovery wire their own. (Bakes without those parts ignore the variables.)"""
+    """In-process tests run without a broker or a registry unless they wire one: messaging
+    off, and a Consul address where nothing listens (never a developer's own agent)."""
     monkeypatch.setenv("MESSAGING_ENABLED", "false")
-    # A port nothing listens on: a developer's own Consul agent is never registered with.
-    monkeypatch.setenv("CONSUL_HTTP_ADDR", "127.0.0.1:9")
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", f"127.0.0.1:{free_port()}")
 
 
 @pytest.fixture
@@ -44,20 +42,14 @@ def tracer_provider(span_exporter: InMemorySpanExporter) -> TracerProvider:
 @pytest.fixture
 def make_settings() -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        defaults: dict[str, Any] = {"otel_traces_exporter": "none"}
-        return Settings(**{**defaults, **overrides})
+        return Settings(**{"otel_traces_exporter": "none", **overrides})
 
     return make
 
 
 @pytest.fixture
-def settings(make_settings: Callable[..., Settings]) -> Settings:
-    return make_settings()
-
-
-@pytest.fixture
-def app(settings: Settings, tracer_provider: TracerProvider) -> FastAPI:
-    return create_app(settings, tracer_provider=tracer_provider)
+def app(make_settings: Callable[..., Settings], tracer_provider: TracerProvider) -> FastAPI:
+    return create_app(make_settings(), tracer_provider=tracer_provider)
 
 
 @contextlib.asynccontextmanager

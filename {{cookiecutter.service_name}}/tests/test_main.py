@@ -1,24 +1,30 @@
-"""The service as users run it: ``python -m``, a real port, JSON on stdout."""
+"""The service as users run it: ``python -m``, a real port, JSON on stdout, spans exported."""
 
 from __future__ import annotations
 
 import httpx
+from service_chassis.testing.otlp_receiver import OtlpReceiver
+from service_chassis.testing.servers import free_port, start_service
 
 from .conftest import PACKAGE
-from .support.otlp_receiver import OtlpReceiver
-from .support.servers import start_service
 
 
 def test_runs_as_a_process_logs_json_and_exits_cleanly(otlp_receiver: OtlpReceiver) -> None:
     service = start_service(
         PACKAGE,
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint, "LOG_LEVEL": "INFO"},
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint,
+            "LOG_LEVEL": "INFO",
+            "MESSAGING_ENABLED": "false",
+            "CONSUL_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+        },
     )
     try:
         traceparent = "00-11111111111111111111111111111111-2222222222222222-01"
-        response = httpx.get(service.base_url + "/items/1", headers={"traceparent": traceparent})
-        assert response.status_code == 200
-        assert response.json()["id"] == 1
+        response = httpx.get(
+            service.base_url + "/health/nope", headers={"traceparent": traceparent}
+        )
+        assert response.status_code == 404
     finally:
         exit_code = service.stop()
     assert exit_code == 0

@@ -1,88 +1,13 @@
-"""``python -m`` entry point: configure logging and tracing, then serve with uvicorn."""
+"""``python -m {{ cookiecutter.__package_name }}``: JSON logs, tracing, uvicorn, graceful stop."""
 
-from __future__ import annotations
-
-import contextlib
-import gc
-import os
-import sys
-import time
-from types import FrameType
-
-import structlog
-import uvicorn
-from opentelemetry import trace
+from service_chassis import run
 
 from .app import create_app
-from .context import ServiceContext
-from .logs import configure_logging
 from .settings import Settings
-from .tracing import build_tracer_provider
-
-log = structlog.get_logger(__name__)
-
-
-class DrainingServer(uvicorn.Server):
-    """Fail readiness the moment a stop signal arrives, before uvicorn stops accepting.
-
-    First SIGTERM or SIGINT: readiness fails at once; after ``SHUTDOWN_DELAY_SECONDS`` the
-    listener closes and in-flight requests get ``SHUTDOWN_GRACE_SECONDS`` to finish; then the
-    lifespan stops the components and flushes spans, and the process exits 0. A second
-    signal exits at once, with 128 + the signal number.
-    """
-
-    def __init__(self, config: uvicorn.Config, context: ServiceContext) -> None:
-        super().__init__(config)
-        self._context = context
-        self._drain_at: float | None = None
-        self._signal: int | None = None
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self._context.health.shutting_down = True
-        if self._drain_at is not None or self.should_exit:
-            # A second signal: whoever sent it does not want to wait for in-flight work,
-            # nor for a lifespan shutdown that may be what is stuck.
-            with contextlib.suppress(Exception):
-                log.warning("second stop signal: exiting without draining", signal=sig)
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(128 + sig)
-        self._drain_at = time.monotonic() + self._context.settings.shutdown_delay_seconds
-        self._signal = sig
-
-    async def on_tick(self, counter: int) -> bool:
-        # uvicorn ticks every 0.1 s. Logging waits for the tick: a signal handler that writes
-        # to stdout could interrupt another write.
-        if self._signal is not None:
-            log.info("stop signal: readiness fails, draining", signal=self._signal)
-            self._signal = None
-        if self._drain_at is not None and time.monotonic() >= self._drain_at:
-            self.should_exit = True
-        return await super().on_tick(counter)
 
 
 def main() -> None:
-    settings = Settings()
-    configure_logging(service=settings.service_name, level=settings.log_level)
-    provider = build_tracer_provider(settings)
-    # Global too, so code that calls trace.get_tracer() shares the service's provider.
-    trace.set_tracer_provider(provider)
-    app = create_app(settings, tracer_provider=provider)
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,  # logging is configured above: JSON, one line per record
-        access_log=False,  # the service writes its own, with the route template
-        timeout_graceful_shutdown=round(settings.shutdown_grace_seconds),
-        server_header=False,
-    )
-    server = DrainingServer(config, app.state.context)
-    # Everything made so far lives as long as the process: move it out of the collector's
-    # generations, so full collections stay short (p99 latency in scripts/bench_http.py).
-    gc.freeze()
-    server.run()
-    provider.shutdown()
+    run(create_app, Settings())
 
 
 if __name__ == "__main__":

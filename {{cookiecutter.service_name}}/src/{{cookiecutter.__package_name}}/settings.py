@@ -1,68 +1,24 @@
-"""Run-time settings from unprefixed environment variables.
+"""The service's settings: the chassis's (``ServiceSettings``: HTTP, logs, ``OTEL_*``, broker,
+discovery, shutdown) with this service's defaults, plus any of its own.
 
-The OpenTelemetry SDK reads the standard ``OTEL_*`` variables itself; the few it does not act
-on directly (exporter choice, protocol, SDK switch) are mirrored here so the service can decide
-how to set tracing up.
+Every field reads the unprefixed environment variable of the same name (``HTTP_PORT``,
+``LOG_LEVEL``, ...). Downstreams read theirs (``<NAME>_URL``, ``<NAME>_TIMEOUT_SECONDS``, ...)
+when they are declared; messaging reads ``BROKER_URL`` and ``MESSAGING_*``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from service_chassis import ServiceSettings
+from service_chassis.settings import Broker, Discovery
 
-from . import DEFAULT_HTTP_PORT, OWNER, SERVICE_NAME, __version__
+from . import BROKER, DEFAULT_HTTP_PORT, DISCOVERY, OWNER, SERVICE_NAME, __version__
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="", extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True
-    )
-
+class Settings(ServiceSettings):
     service_name: str = Field(default=SERVICE_NAME, validation_alias="OTEL_SERVICE_NAME")
     service_version: str = Field(default=__version__, validation_alias="SERVICE_VERSION")
     owner: str = Field(default=OWNER, validation_alias="SERVICE_OWNER")
-    environment: str = Field(default="development", validation_alias="DEPLOYMENT_ENVIRONMENT")
-
-    http_host: str = "0.0.0.0"  # a container must listen beyond loopback
     http_port: int = Field(default=DEFAULT_HTTP_PORT, ge=1, le=65535)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    access_log: bool = True
-
-    # Requests whose body is larger are refused with 413 before the body is read.
-    max_request_body_bytes: int = Field(default=1_048_576, ge=0)
-
-    # The example's outbound target. Outbound URLs come from settings, never from requests.
-    # Its retry, breaker and bulkhead knobs (DOWNSTREAM_*) are in resilience/settings.py.
-    downstream_url: str | None = None
-    downstream_connect_timeout: float = Field(default=1.0, gt=0)
-    downstream_read_timeout: float = Field(default=2.0, gt=0)
-    downstream_write_timeout: float = Field(default=2.0, gt=0)
-    downstream_pool_timeout: float = Field(default=1.0, gt=0)
-    downstream_max_connections: int = Field(default=100, ge=1)
-
-    # Tracing: see the OpenTelemetry SDK's environment variable specification.
-    otel_sdk_disabled: bool = False
-    otel_traces_exporter: str = "otlp"
-    otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf"
-    otel_exporter_otlp_endpoint: str | None = None
-    otel_exporter_otlp_traces_endpoint: str | None = None
-    # FastAPI's spans for dependencies, endpoint and serialisation: useful when profiling a
-    # route, about as costly as the request span itself, so off unless asked for.
-    trace_operation_spans: bool = False
-
-    # Graceful shutdown: how long in-flight work may take after SIGTERM.
-    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
-    # Between the stop signal and closing the listener: readiness already fails, requests are
-    # still served, so load balancers and registries notice before connections are refused.
-    shutdown_delay_seconds: float = Field(default=0.0, ge=0)
-
-    @property
-    def traces_exporters(self) -> tuple[str, ...]:
-        names = (name.strip().lower() for name in self.otel_traces_exporter.split(","))
-        return tuple(name for name in names if name)
-
-    @property
-    def otlp_endpoint_configured(self) -> bool:
-        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
+    messaging_broker: Broker = Field(default=BROKER, validation_alias="MESSAGING_BROKER")
+    service_discovery: Discovery = Field(default=DISCOVERY, validation_alias="SERVICE_DISCOVERY")

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import re
 from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic_settings import BaseSettings
+from service_chassis.resilience.settings import DownstreamSettings, env_prefix
 
+from {{ cookiecutter.__package_name }} import BROKER, DISCOVERY
 from {{ cookiecutter.__package_name }}.app import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-from ..conftest import PACKAGE
+# Imported by name: a bake without a broker does not have the broker's packages.
+MESSAGING = "service_chassis.messaging.settings"
+DISCOVERY_SETTINGS = "service_chassis.discovery.settings"
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -25,8 +28,8 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 
 def has_extension(name: str) -> bool:
-    """Whether this bake kept an optional sub-package (messaging, discovery)."""
-    return importlib.util.find_spec(f"{PACKAGE}.{name}") is not None
+    """Whether this bake has messaging (a broker) or discovery (Consul)."""
+    return {"messaging": BROKER != "none", "discovery": DISCOVERY == "consul"}[name]
 
 
 def app() -> FastAPI:
@@ -41,18 +44,22 @@ def route_paths(application: FastAPI) -> set[str]:
 
 def setting_names() -> set[str]:
     """The environment variables the service reads (besides the SDK's own ``OTEL_*``)."""
-    names = {"BROKER_URL"} if has_extension("messaging") else set()
-    for settings in _settings_classes():
+    names: set[str] = set()
+    for settings, prefix in _settings_classes():
         for name, field in settings.model_fields.items():
             alias = field.validation_alias
-            names.add(alias.upper() if isinstance(alias, str) else name.upper())
+            names.add(alias.upper() if isinstance(alias, str) else prefix + name.upper())
     return names
 
 
-def _settings_classes() -> list[type[BaseSettings]]:
-    classes: list[type[BaseSettings]] = [Settings]
+def _settings_classes() -> list[tuple[type[BaseSettings], str]]:
+    classes: list[tuple[type[BaseSettings], str]] = [(Settings, "")]
+    for declared in app().state.downstreams.declarations:
+        classes.append((DownstreamSettings, env_prefix(declared.name)))
+    if has_extension("messaging"):
+        classes.append((importlib.import_module(MESSAGING).MessagingSettings, ""))
     if has_extension("discovery"):
-        classes.append(importlib.import_module(f"{PACKAGE}.discovery.settings").DiscoverySettings)
+        classes.append((importlib.import_module(DISCOVERY_SETTINGS).DiscoverySettings, ""))
     return classes
 
 

@@ -17,10 +17,11 @@ import sys
 import tomllib
 from dataclasses import dataclass
 
+from service_chassis.testing.servers import free_port, start_service
+
 from {{ cookiecutter.__package_name }} import DEFAULT_HTTP_PORT
 
 from ..conftest import PACKAGE
-from ..support.servers import free_port, start_service
 from .manifests import DOCKERFILE, DOCKERIGNORE, ROOT, app, route_paths
 
 BUILD_TOOLS = re.compile(r"\b(apt-get|apt|apk|gcc|g\+\+|make|build-essential|pip|uv)\b")

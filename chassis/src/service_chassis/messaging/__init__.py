@@ -1,0 +1,120 @@
+"""Asynchronous messaging: FastStream on NATS JetStream, RabbitMQ or Kafka, one model for all.
+
+``Messaging`` is what a service gets when its settings name a broker: the transport (a
+lifespan component with a readiness check, reconnecting by itself), the ``EventPublisher``
+and, once the service subscribes a handler, the reliable consumer (validate, deduplicate,
+retry, dead-letter, ack after success). Importing this package needs the broker's extra
+(``service-chassis[nats]``, ``[rabbitmq]`` or ``[kafka]``).
+
+In a route, take the publisher as a typed dependency::
+
+    @router.post("/orders")
+    async def place(order: NewOrder, publisher: Publisher) -> Accepted:
+        await publisher.publish(Event.create(...))   # a 503 problem if the broker did not take it
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from ..health import HealthRegistry
+from .component import BrokerComponent
+from .consumer import EventHandler, ReliableConsumer
+from .events import Event, NewEvent
+from .idempotency import IdempotencyStore, InMemoryIdempotencyStore
+from .metrics import create_messaging_metrics
+from .publisher import EventPublisher, EventsUnavailable
+from .settings import MessagingSettings
+from .transport import Telemetry, Transport
+
+__all__ = [
+    "Event",
+    "EventHandler",
+    "EventPublisher",
+    "EventsUnavailable",
+    "IdempotencyStore",
+    "Messaging",
+    "MessagingSettings",
+    "NewEvent",
+    "Publisher",
+    "build_messaging",
+]
+
+BROKERS = ("nats", "rabbitmq", "kafka")
+
+
+class _BrokerModule(Protocol):
+    def build_transport(self, settings: MessagingSettings, telemetry: Telemetry) -> Transport: ...
+
+
+@dataclass
+class Messaging:
+    settings: MessagingSettings
+    transport: Transport
+    publisher: EventPublisher
+    component: BrokerComponent
+    registry: CollectorRegistry
+    consumer: ReliableConsumer | None = field(default=None)
+
+    def subscribe(
+        self, handler: EventHandler, *, store: IdempotencyStore | None = None
+    ) -> ReliableConsumer:
+        """Consume the service's events destination with ``handler`` (one per service)."""
+        if self.consumer is not None:
+            raise RuntimeError("this service already subscribed a handler to its events")
+        self.consumer = ReliableConsumer(
+            transport=self.transport,
+            handler=handler,
+            store=store or InMemoryIdempotencyStore(self.settings.idempotency_capacity),
+            metrics=create_messaging_metrics(self.registry),
+            settings=self.settings,
+        )
+        self.transport.subscribe(self.consumer)
+        return self.consumer
+
+
+def build_messaging(
+    broker: str,
+    settings: MessagingSettings,
+    *,
+    service_name: str,
+    tracer_provider: TracerProvider,
+    registry: CollectorRegistry,
+    health: HealthRegistry,
+) -> Messaging:
+    """The broker's transport, publisher and lifecycle, reporting to the service's telemetry."""
+    if broker not in BROKERS:
+        raise ValueError(f"unknown broker {broker!r}: use one of {', '.join(BROKERS)}")
+    module: _BrokerModule = importlib.import_module(f"{__name__}.{broker}")
+    transport = module.build_transport(
+        settings,
+        Telemetry(tracer_provider=tracer_provider, registry=registry, app_name=service_name),
+    )
+    component = BrokerComponent(transport, settings, health)
+    health.add(
+        f"{transport.system}:connection", component.check, timeout=1.0, component_type="datastore"
+    )
+    return Messaging(
+        settings=settings,
+        transport=transport,
+        publisher=EventPublisher(transport, settings, connected=lambda: component.started),
+        component=component,
+        registry=registry,
+    )
+
+
+def event_publisher(request: Request) -> EventPublisher:
+    """FastAPI dependency: the service's publisher, or a 503 problem when messaging is off."""
+    messaging: Messaging | None = getattr(request.app.state, "messaging", None)
+    if messaging is None:
+        raise EventsUnavailable("Messaging is off in this instance (MESSAGING_ENABLED=false).")
+    return messaging.publisher
+
+
+Publisher = Annotated[EventPublisher, Depends(event_publisher)]

@@ -1,0 +1,65 @@
+"""The settings every service has, from unprefixed environment variables and ``OTEL_*``.
+
+A service subclasses ``ServiceSettings`` to give its own defaults (name, owner, port, broker,
+discovery) and to add settings of its own. The OpenTelemetry SDK reads the standard ``OTEL_*``
+variables itself; the few it does not act on directly (exporter choice, protocol, SDK switch)
+are mirrored here so the chassis can decide how to set tracing up.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Broker = Literal["nats", "rabbitmq", "kafka", "none"]
+Discovery = Literal["consul", "kubernetes", "none"]
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True
+    )
+
+    service_name: str = Field(default="service", validation_alias="OTEL_SERVICE_NAME")
+    service_version: str = Field(default="0.0.0", validation_alias="SERVICE_VERSION")
+    owner: str = Field(default="unowned", validation_alias="SERVICE_OWNER")
+    environment: str = Field(default="development", validation_alias="DEPLOYMENT_ENVIRONMENT")
+
+    http_host: str = "0.0.0.0"  # a container must listen beyond loopback
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    access_log: bool = True
+
+    # Requests whose body is larger are refused with 413 before the body is read.
+    max_request_body_bytes: int = Field(default=1_048_576, ge=0)
+
+    # Which broker the service talks to and how it is discovered; a bake sets the defaults.
+    messaging_broker: Broker = Field(default="none", validation_alias="MESSAGING_BROKER")
+    service_discovery: Discovery = Field(default="none", validation_alias="SERVICE_DISCOVERY")
+
+    # Tracing: see the OpenTelemetry SDK's environment variable specification.
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: str = "otlp"
+    otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf"
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    # FastAPI's spans for dependencies, endpoint and serialisation: useful when profiling a
+    # route, about as costly as the request span itself, so off unless asked for.
+    trace_operation_spans: bool = False
+
+    # Graceful shutdown: how long in-flight work may take after SIGTERM.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # Between the stop signal and closing the listener: readiness already fails, requests are
+    # still served, so load balancers and registries notice before connections are refused.
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0)
+
+    @property
+    def traces_exporters(self) -> tuple[str, ...]:
+        names = (name.strip().lower() for name in self.otel_traces_exporter.split(","))
+        return tuple(name for name in names if name)
+
+    @property
+    def otlp_endpoint_configured(self) -> bool:
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)

@@ -1,0 +1,32 @@
+"""The service as users run it: ``python -m``, a real port, JSON on stdout."""
+
+from __future__ import annotations
+
+import httpx
+
+from service_chassis.testing.otlp_receiver import OtlpReceiver
+from service_chassis.testing.servers import start_service
+
+from .conftest import PACKAGE
+
+
+def test_runs_as_a_process_logs_json_and_exits_cleanly(otlp_receiver: OtlpReceiver) -> None:
+    service = start_service(
+        PACKAGE,
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint, "LOG_LEVEL": "INFO"},
+    )
+    try:
+        traceparent = "00-11111111111111111111111111111111-2222222222222222-01"
+        response = httpx.get(service.base_url + "/items/1", headers={"traceparent": traceparent})
+        assert response.status_code == 200
+        assert response.json()["id"] == 1
+    finally:
+        exit_code = service.stop()
+    assert exit_code == 0
+    logs = service.logs()
+    assert len(logs) == len([line for line in service.lines if line.strip()]), service.lines
+    access = [line for line in logs if line.get("logger") == "access"]
+    assert [line["trace_id"] for line in access] == ["11111111111111111111111111111111"]
+    assert any(line["event"] == "service stopped" for line in logs)
+    spans = otlp_receiver.wait_for(1)
+    assert spans[0].trace_id == "11111111111111111111111111111111"

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from service_chassis.testing.otlp_receiver import OtlpReceiver
+from service_chassis.tracing import (
+    UnknownExporterError,
+    build_resource,
+    build_span_processors,
+    build_tracer_provider,
+)
+from tests.sample.app import create_app
+from tests.sample.settings import Settings
+
+from .conftest import serve
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_resource_carries_service_version_environment_and_owner(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    attributes = build_resource(make_settings(environment="staging")).attributes
+    assert attributes["service.name"] == "sample"
+    assert attributes["service.version"] == "0.1.0"
+    assert attributes["service.owner"] == "platform-team"
+    assert attributes["deployment.environment"] == "staging"
+    assert attributes["deployment.environment.name"] == "staging"
+
+
+def test_resource_attributes_from_the_environment_win(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.owner=team-b,k8s.pod.name=p-1")
+    attributes = build_resource(make_settings()).attributes
+    assert attributes["service.owner"] == "team-b"
+    assert attributes["k8s.pod.name"] == "p-1"
+
+
+def test_no_endpoint_means_no_exporter(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert build_span_processors(make_settings(otel_traces_exporter="otlp")) == []
+
+
+def test_console_and_none_exporters(make_settings: Callable[..., Settings]) -> None:
+    assert build_span_processors(make_settings(otel_traces_exporter="none")) == []
+    processors = build_span_processors(make_settings(otel_traces_exporter="console"))
+    assert len(processors) == 1
+    assert isinstance(processors[0], BatchSpanProcessor)
+
+
+def test_unknown_exporter_is_refused_with_the_choices(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with pytest.raises(UnknownExporterError, match="use otlp, console or none"):
+        build_span_processors(make_settings(otel_traces_exporter="zipkin"))
+
+
+def test_sampler_comes_from_the_environment(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    provider = build_tracer_provider(make_settings())
+    assert "TraceIdRatioBased{0.25}" in provider.sampler.get_description()
+
+
+def test_default_sampler_is_parent_based(make_settings: Callable[..., Settings]) -> None:
+    provider = build_tracer_provider(make_settings())
+    assert provider.sampler.get_description().startswith("ParentBased")
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+async def test_spans_reach_a_real_otlp_receiver(
+    make_settings: Callable[..., Settings], otlp_receiver: OtlpReceiver, protocol: str
+) -> None:
+    endpoint = otlp_receiver.grpc_endpoint if protocol == "grpc" else otlp_receiver.http_endpoint
+    settings = make_settings(
+        otel_traces_exporter="otlp",
+        otel_exporter_otlp_protocol=protocol,
+        otel_exporter_otlp_endpoint=endpoint,
+    )
+    provider = build_tracer_provider(settings)
+    app = create_app(settings, tracer_provider=provider)
+    async with serve(app) as client:
+        await client.get("/items/1", headers={"traceparent": TRACEPARENT})
+        await client.get("/health/live")
+    provider.shutdown()
+    spans = otlp_receiver.wait_for(1)
+    assert [span.name for span in spans] == ["GET /items/{item_id}"]
+    span = spans[0]
+    assert span.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert span.parent_span_id == "b7ad6b7169203331"
+    assert span.kind == 2  # SPAN_KIND_SERVER
+    assert span.attributes["http.route"] == "/items/{item_id}"
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.service == "sample"
+    assert otlp_receiver.resources[0]["service.owner"] == "platform-team"
+
+
+@pytest.mark.parametrize("operation_spans", [False, True], ids=["observer", "fastapi"])
+async def test_server_span_follows_the_http_conventions(
+    make_settings: Callable[..., Settings],
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    operation_spans: bool,
+) -> None:
+    """The lean observer span and FastAPI's own (with operation spans) look the same."""
+    app = create_app(
+        make_settings(trace_operation_spans=operation_spans), tracer_provider=tracer_provider
+    )
+    async with serve(app) as client:
+        await client.get("/items/1", headers={"traceparent": TRACEPARENT})
+        await client.get("/health/ready")
+    spans = span_exporter.get_finished_spans()
+    (server,) = [span for span in spans if span.kind == SpanKind.SERVER]
+    assert server.name == "GET /items/{item_id}"
+    assert server.parent is not None
+    assert format(server.parent.span_id, "016x") == "b7ad6b7169203331"
+    attributes = dict(server.attributes or {})
+    assert attributes["http.request.method"] == "GET"
+    assert attributes["http.route"] == "/items/{item_id}"
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["url.path"] == "/items/1"
+    assert attributes["url.scheme"] == "http"
+    operations = {span.name for span in spans if span.kind == SpanKind.INTERNAL}
+    assert bool(operations) == operation_spans
+    assert all(span.context.trace_id == server.context.trace_id for span in spans)
+
+
+async def test_server_error_marks_the_span(
+    app: FastAPI, span_exporter: InMemorySpanExporter
+) -> None:
+    @app.get("/boom")
+    async def boom() -> None:
+        raise KeyError("private")
+
+    async with serve(app) as client:
+        await client.get("/boom")
+    (span,) = span_exporter.get_finished_spans()
+    assert span.status.status_code == StatusCode.ERROR
+    assert dict(span.attributes or {})["error.type"] == "KeyError"
+    assert dict(span.attributes or {})["http.response.status_code"] == 500
+    assert "private" not in str(span.to_json())

@@ -1,1 +1,0 @@
-"""The example API: replace it with the service's own."""
