@@ -131,7 +131,7 @@ verify_jaeger() {
     local source=$1 version=$2 module_version=$3
     grep -qF "$module_version / v$version " "$source/CHANGELOG.md" ||
         die "Jaeger's CHANGELOG at $module_version does not name v$version: pin a Jaeger" \
-            "release that has a v1.x Go module tag (2.13.0 is the last, v1.76.0)"
+            "release that has a v1.x Go module version (2.13.0, v1.76.0, is the newest served)"
 }
 
 # ensure NAME VERSION PROGRAM...: print name=path for each program, building when missing.
