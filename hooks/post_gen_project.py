@@ -31,11 +31,7 @@ PACKAGE = "src/{package}"
 # option -> value -> paths that exist only for that value. "*" means "any value but none".
 OPTION_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
     "messaging": {
-        "*": (
-            f"{PACKAGE}/example/events.py",
-            "tests/example/test_events.py",
-            "scripts/bench_messaging.py",
-        ),
+        "*": (f"{PACKAGE}/example/events.py", "tests/example/test_events.py"),
         "nats": ("uv-nats.lock",),
         "rabbitmq": ("uv-rabbitmq.lock",),
         "kafka": ("uv-kafka.lock",),

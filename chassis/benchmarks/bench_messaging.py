@@ -1,8 +1,8 @@
 """Messaging overhead benchmark: the same publish and consume path, telemetry on and off.
 
-Both variants use this service's transport, publisher and reliable consumer on the same broker
-(``BROKER_URL``, else the local default) in one run; they differ only in FastStream's telemetry
-middlewares. "On" is what the service runs: OpenTelemetry spans (sampled at 100 %, exported
+Both variants use the chassis's transport, publisher and reliable consumer on the same broker
+(``--broker nats|rabbitmq|kafka`` at ``BROKER_URL``, else its local default) in one run; they
+differ only in FastStream's telemetry middlewares. "On" is what the service runs: OpenTelemetry spans (sampled at 100 %, exported
 over OTLP/HTTP in batches to a receiver process), FastStream's Prometheus metrics and the
 baggage middleware. Each round publishes ``--messages`` events, ``--concurrency`` publishes in
 flight, each awaiting the broker's confirmation, while the consumer handles them. It reports
@@ -10,7 +10,8 @@ the publish rate (events until the last confirmation) and the consume rate (even
 last one was handled, from the first publish). Rounds alternate off/on; medians and ratios are
 printed. Target: the traced rate is at least 0.8 of the untraced one.
 
-    uv run python scripts/bench_messaging.py [--messages 2000] [--rounds 5] [--concurrency 32]
+    cd chassis && ../.venv/bin/python benchmarks/bench_messaging.py --broker nats \
+        [--messages 2000] [--rounds 5] [--concurrency 32]
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from typing import Any
 from bench_support import SINK, free_port  # scripts/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = next(p.name for p in (ROOT / "src").iterdir() if (p / "app.py").exists())
 sys.path.insert(0, str(ROOT / "src"))
+BROKER = "nats"  # set from --broker in main()
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Rates:
 
 
 def _module(name: str) -> Any:
-    return importlib.import_module(f"{PACKAGE}.messaging{name}")
+    return importlib.import_module(f"service_chassis.messaging{name}")
 
 
 def _settings(unique: str, concurrency: int) -> Any:
@@ -68,14 +69,14 @@ async def one_round(
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     from prometheus_client import CollectorRegistry
 
-    messaging, events = _module(""), _module(".events")
+    broker, events = _module(f".{BROKER}"), _module(".events")
     settings = _settings(f"bench-{uuid.uuid4().hex[:8]}", concurrency)
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sampler_ratio)))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink}/v1/traces")))
     registry = CollectorRegistry()
     telemetry = _module(".transport").Telemetry(provider, registry, "bench") if traced else None
 
-    producer = messaging.broker.build_transport(settings, telemetry)
+    producer = broker.build_transport(settings, telemetry)
     publisher = _module(".publisher").EventPublisher(producer, settings)
     batch = [events.Event.create(events.NewEvent(type="bench")) for _ in range(messages)]
     slots = asyncio.Semaphore(concurrency)
@@ -100,7 +101,7 @@ async def one_round(
         if handled == messages:
             all_handled.set()
 
-    consumer = messaging.broker.build_transport(settings, telemetry)
+    consumer = broker.build_transport(settings, telemetry)
     consumer.subscribe(
         _module(".consumer").ReliableConsumer(
             transport=consumer,
@@ -160,6 +161,7 @@ async def bench(options: argparse.Namespace, sink: str) -> tuple[Rates, Rates]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--broker", choices=("nats", "rabbitmq", "kafka"), default="nats")
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -167,6 +169,8 @@ def main() -> int:
         "--sampler-ratio", type=float, default=1.0, help="share of traces sampled when on"
     )
     options = parser.parse_args()
+    global BROKER
+    BROKER = options.broker
 
     # The service logs every handled event at INFO; a benchmark wants the broker, not stdout.
     import logging
@@ -185,9 +189,8 @@ def main() -> int:
         sink.terminate()
         sink.wait(timeout=10)
 
-    system = _module("").broker.build_transport.__module__.rsplit(".", 1)[-1]
     print(
-        f"\n{system}, {options.messages} events x {options.rounds} rounds, "
+        f"\n{BROKER}, {options.messages} events x {options.rounds} rounds, "
         f"{options.sampler_ratio:.0%} of traces sampled, medians:"
     )
     print(f"{'':16}{'publish/s':>11}{'consume/s':>11}{'publish CPU':>14}{'consume CPU':>14}")

@@ -1,14 +1,15 @@
-"""HTTP overhead benchmark: this service against a bare FastAPI app, side by side.
+"""HTTP overhead benchmark: a service on the chassis against a bare FastAPI app, side by side.
 
 Both run under uvicorn with the same settings (one worker, same loop and HTTP parser) and serve
-the same example route, ``GET /items/{item_id}``: the bare app is FastAPI with the service's
-items router and nothing else. The service runs twice, with everything on (tracing sampled
+the same example route, ``GET /items/{item_id}``: the service is the chassis's sample service
+(``tests/sample/``, wired as a bake is), the bare app is FastAPI with its items router and
+nothing else. The service runs twice, with everything on (tracing sampled
 at 100 %, RED metrics with exemplars, the JSON access log written to /dev/null): once exporting
 its spans over OTLP/HTTP to a receiver process, once not exporting them. wrk drives each in
 alternating rounds; the medians and the ratios are printed. Needs ``wrk`` (Debian: apt-get
 install wrk).
 
-    uv run python scripts/bench_http.py [--rounds 3] [--seconds 10] [--connections 32]
+    cd chassis && ../.venv/bin/python benchmarks/bench_http.py [--rounds 3] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import httpx
 from bench_support import SINK, free_port  # scripts/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = next(p.name for p in (ROOT / "src").iterdir() if (p / "app.py").exists())
+# The sample service (tests/sample/), built on the chassis exactly as a bake is.
+PACKAGE = "tests.sample"
 
 # The baseline: bare FastAPI serving the service's own example router, nothing else.
 BARE_APP = textwrap.dedent(
@@ -38,7 +40,7 @@ BARE_APP = textwrap.dedent(
     import os, sys
     import uvicorn
     from fastapi import FastAPI
-    from {package}.api import items
+    from {package}.example import items
 
     app = FastAPI()
     app.state.items = items.ItemStore()
