@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from service_chassis import Downstream, Service
 from service_chassis.discovery.consul import ConsulAgent
 from service_chassis.discovery.resolver import (
     ConsulResolver,
@@ -25,12 +27,15 @@ from service_chassis.discovery.resolver import (
 )
 from service_chassis.discovery.settings import DiscoverySettings
 from service_chassis.testing.servers import free_port
+from tests.sample.example.events import ExampleHandler
+from tests.sample.settings import Settings
 
 from ..conftest import serve
 from .consul_server import FakeConsul
 from .instances import ServiceInstance, run_instances
 
 LOOKUP = ("GET", "/v1/health/service/inventory")
+PAYMENTS = Downstream("payments")
 
 
 @pytest.fixture
@@ -199,3 +204,40 @@ async def test_other_urls_are_not_resolved(
         response = await client.get(f"http://127.0.0.1:{instances[1].port}/direct")
     assert response.json() == {"instance": "b"}
     assert consul.calls_to("GET", "/v1/health/") == []
+
+
+async def test_every_declared_downstream_resolves_consul_names_with_one_client_each(
+    consul: FakeConsul,
+    instances: list[ServiceInstance],
+    make_settings: Callable[..., Settings],
+    tracer_provider: TracerProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second downstream (not the example's) resolves ``consul://`` too, and with messaging
+    on, the subscriber and the routes share each downstream's one client."""
+    a, b, _ = instances
+    consul.add_instance("inventory", "127.0.0.1", a.port)
+    consul.add_instance("payments", "127.0.0.1", b.port)
+    monkeypatch.setenv("DOWNSTREAM_URL", "consul://inventory/stock")
+    monkeypatch.setenv("PAYMENTS_URL", "consul://payments/charges")
+    monkeypatch.setenv("MESSAGING_ENABLED", "true")
+    # A broker address where nothing listens: this test is about the clients, not the broker.
+    monkeypatch.setenv("BROKER_URL", f"nats://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MESSAGING_CONNECT_WAIT_SECONDS", "0")
+    settings = make_settings(http_host="127.0.0.1", service_discovery="consul")
+    service = Service(settings, tracer_provider=tracer_provider, downstreams=(PAYMENTS,))
+    service.install_package("tests.sample.example")
+    assert service.messaging is not None
+    assert service.messaging.consumer is not None
+    handler = service.messaging.consumer.handler
+    assert isinstance(handler, ExampleHandler)
+    assert handler.downstream is service.downstreams["downstream"]
+    async with serve(service.app) as client:
+        answer = await service.downstreams["payments"].get("")
+        relayed = await client.get("/downstream")
+        metrics = (await client.get("/metrics")).text
+    assert answer.status_code == 200
+    assert answer.json()["instance"] == "b"
+    assert relayed.json()["body"]["instance"] == "a"
+    assert metrics.count('circuit_breaker_state{name="downstream"}') == 1
+    assert metrics.count('circuit_breaker_state{name="payments"}') == 1

@@ -43,14 +43,14 @@ class ExampleHandler:
     """Calls the example downstream for each event, with the event id as idempotency key."""
 
     def __init__(self, downstream: ResilientClient) -> None:
-        self._downstream = downstream
+        self.downstream = downstream
 
     async def __call__(self, event: Event) -> None:
         log.info("event received", event_id=str(event.id), event_type=event.type)
-        if self._downstream.missing_url_variable is not None:
+        if self.downstream.missing_url_variable is not None:
             return  # no downstream configured: receiving is the whole example
         # The event id lets the downstream deduplicate too, should this call be repeated.
-        response = await self._downstream.get("", headers={"idempotency-key": str(event.id)})
+        response = await self.downstream.get("", headers={"idempotency-key": str(event.id)})
         log.info("event handled", event_id=str(event.id), downstream_status=response.status_code)
 
 
