@@ -9,7 +9,8 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from service_chassis.logs import configure_logging
+from service_chassis.logs import configure_logging, resolve_format
+from service_chassis.settings import ServiceSettings
 
 
 @pytest.fixture
@@ -78,3 +79,37 @@ def test_uvicorn_copy_of_a_reraised_error_is_dropped(stream: io.StringIO) -> Non
         logging.getLogger("uvicorn.error").error("Exception in ASGI application\n", exc_info=error)
     logging.getLogger("uvicorn.error").error("something else")
     assert [record["event"] for record in records(stream)] == ["something else"]
+
+
+def test_console_format_is_for_people_with_readable_tracebacks(stream: io.StringIO) -> None:
+    configure_logging(service="svc", level="INFO", stream=stream, log_format="console")
+    log = structlog.get_logger("svc.test")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("it broke", order=7)
+    text = stream.getvalue()
+    first = text.splitlines()[0]
+    assert not first.startswith("{")
+    assert "it broke" in first
+    assert "order=7" in first
+    assert "Traceback (most recent call last)" in text
+    assert "\\n" not in text  # a real multi-line traceback, not an escaped string
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_auto_is_console_at_a_terminal_and_json_elsewhere() -> None:
+    assert resolve_format("auto", Terminal()) == "console"
+    assert resolve_format("auto", io.StringIO()) == "json"
+    assert resolve_format("json", Terminal()) == "json"
+
+
+def test_settings_take_level_and_format_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    monkeypatch.setenv("LOG_FORMAT", "Console")
+    settings = ServiceSettings()
+    assert (settings.log_level, settings.log_format) == ("DEBUG", "console")

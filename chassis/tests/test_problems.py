@@ -103,3 +103,23 @@ async def test_unexpected_error_is_a_500_problem_without_exception_text(
 
 async def test_wrong_method_on_a_probe_path_is_traced_too(client: httpx.AsyncClient) -> None:
     assert_problem(await client.delete("/health/live"), 405)
+
+
+async def test_405_allows_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/downstream")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    assert "allowed: GET, POST" in response.json()["detail"]
+
+
+async def test_malformed_json_says_so_and_where(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/items",
+        content=b'{"name": "x", "quantity": }',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["detail"].startswith("The request body is not valid JSON: ")
+    assert "at character 26" in body["detail"]
+    assert [error["pointer"] for error in body["errors"]] == ["#/body"]

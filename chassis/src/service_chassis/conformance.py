@@ -213,12 +213,19 @@ def wrong_method(probe: Probe) -> str:
     found = _path_and_wrong_method(probe.openapi())
     if found is None:
         raise RuleSkipped("every path in the OpenAPI document allows every method")
-    path, method = found
+    path, method, documented = found
     what = f"{method.upper()} {path}"
     response = probe.client.request(method.upper(), path)
     check_problem(response, what, 405)
     if "allow" not in response.headers:
         raise RuleFailed(f"{what}: 405 without an Allow header (RFC 9110)")
+    listed = {m.strip().lower() for m in response.headers["allow"].split(",") if m.strip()}
+    missing = sorted(m.upper() for m in documented - listed)
+    if missing:
+        raise RuleFailed(
+            f"{what}: Allow: {response.headers['allow']} leaves out {', '.join(missing)}, "
+            "which the OpenAPI document lists for the path (RFC 9110 wants every method)"
+        )
     return f"{what}: 405 {PROBLEM_JSON}, Allow: {response.headers['allow']}"
 
 
@@ -347,13 +354,22 @@ def _candidate_paths(document: Mapping[str, Any]) -> list[str]:
     return sorted(paths, key=lambda p: (p.startswith(INFRASTRUCTURE_PREFIXES), "{" in p, p))
 
 
-def _path_and_wrong_method(document: Mapping[str, Any]) -> tuple[str, str] | None:
+def _path_and_wrong_method(
+    document: Mapping[str, Any],
+) -> tuple[str, str, set[str]] | None:
+    """A path, a method it does not allow, and the methods it documents: the path with the
+    most methods first, so that the Allow header has the most to list."""
+    candidates = []
     for path in _candidate_paths(document):
         allowed = {method for method, _ in _operations(document["paths"][path])}
         for method in METHODS:
             if method not in allowed:
-                return _concrete(path), method
-    return None
+                candidates.append((-len(allowed), path, method, allowed))
+                break
+    if not candidates:
+        return None
+    _, path, method, allowed = min(candidates, key=lambda entry: entry[0])
+    return _concrete(path), method, allowed
 
 
 def _operation_with_json_body(document: Mapping[str, Any]) -> tuple[str, str, Any] | None:

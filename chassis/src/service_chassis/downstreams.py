@@ -29,6 +29,7 @@ import httpx
 from fastapi import Request
 from opentelemetry.trace import TracerProvider
 
+from .configuration import ConfigurationError
 from .metrics import Metrics
 from .outbound import Resolver, build_client, client_config
 from .resilience.breaker import CircuitBreaker
@@ -41,13 +42,15 @@ from .resilience.settings import DownstreamSettings, env_prefix
 ResolverFor = Callable[[str], Resolver | None]
 
 
-class MissingDownstreamURLError(ValueError):
+class MissingDownstreamURLError(ConfigurationError):
     """A required downstream has no URL: the service cannot start."""
 
     def __init__(self, downstream: Downstream) -> None:
         super().__init__(
-            f"the downstream {downstream.name!r} has no URL: set {downstream.url_variable} "
-            f"(or declare it Downstream({downstream.name!r}, optional=True))"
+            [
+                f"{downstream.url_variable} is not set: the downstream {downstream.name!r} "
+                f"needs a URL (or declare it Downstream({downstream.name!r}, optional=True))"
+            ]
         )
         self.downstream = downstream
 

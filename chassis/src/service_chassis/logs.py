@@ -1,4 +1,7 @@
-"""JSON logs on stdout, one object per line, for structlog and the standard library alike.
+"""Logs on stdout for structlog and the standard library alike: JSON, one object per line (the
+contract, for containers and log pipelines), or, for a person at a terminal, structlog's
+console rendering with readable tracebacks (``LOG_FORMAT=console``; the default when stdout is
+a terminal).
 
 Both kinds of record pass through the same processors, so every line carries the service name
 and, inside a span, the trace and span ids. structlog's own loggers take a direct path (no
@@ -12,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
@@ -100,11 +103,34 @@ def shared_processors(service: str) -> list[Processor]:
     ]
 
 
-def configure_logging(*, service: str, level: str, stream: TextIO | None = None) -> None:
-    """Route structlog and the standard library into one JSON-lines stream."""
+LogFormat = Literal["json", "console", "auto"]
+
+
+def resolve_format(log_format: LogFormat, stream: TextIO) -> Literal["json", "console"]:
+    """``auto``: console for a terminal, JSON otherwise (a container's stdout is no terminal)."""
+    if log_format != "auto":
+        return log_format
+    isatty = getattr(stream, "isatty", None)
+    return "console" if callable(isatty) and isatty() else "json"
+
+
+def configure_logging(
+    *, service: str, level: str, stream: TextIO | None = None, log_format: LogFormat = "json"
+) -> None:
+    """Route structlog and the standard library into one stream, JSON lines or console."""
     output = stream or sys.stdout
     shared = shared_processors(service)
-    renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    renderer: Processor
+    if resolve_format(log_format, output) == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    # The console renderer lays tracebacks out itself; JSON carries them as one string.
+    exceptions: list[Processor] = (
+        []
+        if isinstance(renderer, structlog.dev.ConsoleRenderer)
+        else [structlog.processors.format_exc_info]
+    )
 
     handler = logging.StreamHandler(output)
     handler.setFormatter(
@@ -112,14 +138,14 @@ def configure_logging(*, service: str, level: str, stream: TextIO | None = None)
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
+                *exceptions,
                 renderer,
             ],
         )
     )
     assert handler.lock is not None  # created by logging.Handler.__init__
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, *exceptions, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=LineWriterFactory(output, handler.lock),
         cache_logger_on_first_use=False,

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
@@ -115,8 +116,18 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else phrase
     if exc.status_code == 404 and detail == phrase:
         detail = f"No resource at {request.url.path}."
-    elif exc.status_code == 405 and detail == phrase:
-        detail = f"{request.method} is not allowed on {request.url.path}."
+    headers = exc.headers
+    if exc.status_code == 405:
+        # The router names the methods of the first route that matched the path; RFC 9110
+        # (15.5.6) wants every method the path allows.
+        allowed = allowed_methods(request)
+        if allowed:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        if detail == phrase:
+            detail = (
+                f"{request.method} is not allowed on {request.url.path}; "
+                f"allowed: {', '.join(allowed)}."
+            )
     elif exc.status_code == 413:
         detail = "The request body is larger than this service accepts."
     return problem_response(
@@ -124,8 +135,24 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         status=exc.status_code,
         title=phrase,
         detail=detail,
-        headers=exc.headers,
+        headers=headers,
     )
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (asked of the routes themselves,
+    as included routers keep their routes to themselves)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def _pointer(location: tuple[int | str, ...]) -> str:
@@ -136,6 +163,22 @@ def _pointer(location: tuple[int | str, ...]) -> str:
 
 async def handle_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    invalid_json = [error for error in exc.errors() if error.get("type") == "json_invalid"]
+    if invalid_json:
+        # FastAPI points at a character offset ("#/body/26"): say what is wrong, and where.
+        error = invalid_json[0]
+        reason = str((error.get("ctx") or {}).get("error") or error["msg"])
+        position = error["loc"][-1] if len(error["loc"]) > 1 else None
+        where = f" at character {position}" if isinstance(position, int) else ""
+        detail = f"The request body is not valid JSON: {reason}{where}."
+        return problem_response(
+            request=request,
+            status=422,
+            detail=detail,
+            extensions={
+                "errors": [{"pointer": "#/body", "detail": detail, "type": "json_invalid"}]
+            },
+        )
     errors = [
         {"pointer": _pointer(tuple(error["loc"])), "detail": error["msg"], "type": error["type"]}
         for error in exc.errors()

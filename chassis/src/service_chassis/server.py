@@ -12,13 +12,16 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import NoReturn
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from pydantic import ValidationError
 
+from .configuration import EX_CONFIG, ConfigurationError, from_validation
 from .health import HealthRegistry
 from .logs import configure_logging
 from .settings import ServiceSettings
@@ -71,13 +74,27 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def run(create_app: AppFactory, settings: ServiceSettings) -> None:
-    """Serve ``create_app(settings, tracer_provider=...)`` until a stop signal."""
-    configure_logging(service=settings.service_name, level=settings.log_level)
-    provider: TracerProvider = build_tracer_provider(settings)
-    # Global too, so code that calls trace.get_tracer() shares the service's provider.
-    trace.set_tracer_provider(provider)
-    app = create_app(settings, tracer_provider=provider)
+def run(create_app: AppFactory, settings_class: Callable[[], ServiceSettings]) -> None:
+    """Serve ``create_app(settings_class(), tracer_provider=...)`` until a stop signal.
+
+    Settings it cannot start with end the process with one line per bad variable on stderr and
+    exit status 78, before anything is served.
+    """
+    try:
+        settings = settings_class()
+    except ValidationError as error:
+        settings_type = settings_class if isinstance(settings_class, type) else ServiceSettings
+        _refuse(from_validation(error, settings_type))
+    configure_logging(
+        service=settings.service_name, level=settings.log_level, log_format=settings.log_format
+    )
+    try:
+        provider: TracerProvider = build_tracer_provider(settings)
+        # Global too, so code that calls trace.get_tracer() shares the service's provider.
+        trace.set_tracer_provider(provider)
+        app = create_app(settings, tracer_provider=provider)
+    except ConfigurationError as error:
+        _refuse(error)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -94,3 +111,10 @@ def run(create_app: AppFactory, settings: ServiceSettings) -> None:
     gc.freeze()
     server.run()
     provider.shutdown()
+
+
+def _refuse(error: ConfigurationError) -> NoReturn:
+    print("The service cannot start with these settings:", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+    sys.exit(EX_CONFIG)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Broker = Literal["nats", "rabbitmq", "kafka", "none"]
@@ -30,6 +30,9 @@ class ServiceSettings(BaseSettings):
     http_host: str = "0.0.0.0"  # a container must listen beyond loopback
     http_port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # json: one object per line (the contract); console: for a person; auto: console when
+    # stdout is a terminal, JSON otherwise (so containers keep JSON).
+    log_format: Literal["json", "console", "auto"] = "auto"
     access_log: bool = True
 
     # Requests whose body is larger are refused with 413 before the body is read.
@@ -54,6 +57,17 @@ class ServiceSettings(BaseSettings):
     # Between the stop signal and closing the listener: readiness already fails, requests are
     # still served, so load balancers and registries notice before connections are refused.
     shutdown_delay_seconds: float = Field(default=0.0, ge=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        # LOG_LEVEL=info means what LOG_LEVEL=INFO does.
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_in_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @property
     def traces_exporters(self) -> tuple[str, ...]:

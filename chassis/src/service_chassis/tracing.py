@@ -27,14 +27,16 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from ._version import __version__
+from .configuration import ConfigurationError
 from .settings import ServiceSettings
 from .span_encoding import SpanEncoder
 
 log = structlog.get_logger(__name__)
 
 
-class UnknownExporterError(ValueError):
-    pass
+class UnknownExporterError(ConfigurationError):
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
 
 
 def build_resource(settings: ServiceSettings) -> Resource:

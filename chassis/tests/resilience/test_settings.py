@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from service_chassis.configuration import ConfigurationError
 from service_chassis.resilience.settings import DownstreamSettings, env_prefix
 
 
@@ -77,3 +78,13 @@ def test_nonsense_fails_at_start_naming_the_setting(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=variable.removeprefix("DOWNSTREAM_").lower()):
         DownstreamSettings()
+    # Through a declaration, the message names the variable itself, with its value.
+    with pytest.raises(ConfigurationError, match=f"{variable}={value!r}"):
+        DownstreamSettings.from_env("downstream")
+
+
+@pytest.mark.parametrize("url", ["garbage", "inventory:8000", "ftp://files/x", "http://"])
+def test_a_url_that_is_not_one_is_refused(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("PAYMENTS_URL", url)
+    with pytest.raises(ConfigurationError, match=r"PAYMENTS_URL=.*not a URL the client can call"):
+        DownstreamSettings.from_env("payments")

@@ -4,4 +4,4 @@ from .app import create_app
 from .settings import Settings
 
 if __name__ == "__main__":
-    run(create_app, Settings())
+    run(create_app, Settings)

@@ -7,7 +7,7 @@ from .settings import Settings
 
 
 def main() -> None:
-    run(create_app, Settings())
+    run(create_app, Settings)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ Needs the ``service-chassis[consul]`` extra (no package beyond httpx today, kept
 from __future__ import annotations
 
 import httpx
+from pydantic import ValidationError
 
+from ..configuration import from_validation
 from ..health import HealthRegistry
 from ..outbound import Resolver
 from ..settings import ServiceSettings
@@ -44,7 +46,10 @@ class ConsulDiscovery:
 
 
 def install_consul(service: ServiceSettings, health: HealthRegistry) -> ConsulDiscovery:
-    settings = DiscoverySettings()
+    try:
+        settings = DiscoverySettings()
+    except ValidationError as error:
+        raise from_validation(error, DiscoverySettings) from None
     registration = Registration(
         ConsulAgent(settings),
         service_definition(service, settings),

@@ -18,11 +18,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from typing import Annotated, Protocol
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from ..configuration import ConfigurationError
 from ..health import HealthRegistry
 from .component import BrokerComponent
 from .consumer import EventHandler, ReliableConsumer
@@ -91,6 +93,7 @@ def build_messaging(
     """The broker's transport, publisher and lifecycle, reporting to the service's telemetry."""
     if broker not in BROKERS:
         raise ValueError(f"unknown broker {broker!r}: use one of {', '.join(BROKERS)}")
+    check_broker_url(broker, settings.broker_url)
     module: _BrokerModule = importlib.import_module(f"{__name__}.{broker}")
     transport = module.build_transport(
         settings,
@@ -107,6 +110,33 @@ def build_messaging(
         component=component,
         registry=registry,
     )
+
+
+# What BROKER_URL looks like for each broker: its schemes (none for Kafka) and an example.
+URL_FORMS = {
+    "nats": (("nats", "tls", "ws", "wss"), "nats://host:4222"),
+    "rabbitmq": (("amqp", "amqps"), "amqp://user:password@host:5672/vhost"),
+    "kafka": ((), "host:9092 or host1:9092,host2:9092"),
+}
+
+
+def check_broker_url(broker: str, url: str | None) -> None:
+    """Refuse at start a BROKER_URL that cannot be the broker's, saying what it should be."""
+    if not url:
+        return
+    schemes, example = URL_FORMS[broker]
+    if schemes:
+        parts = urlsplit(url)
+        fits = parts.scheme.lower() in schemes and bool(parts.hostname)
+    else:
+        fits = all(_host_port(server) for server in url.split(","))
+    if not fits:
+        raise ConfigurationError([f"BROKER_URL={url!r}: not a {broker} address; use {example}"])
+
+
+def _host_port(server: str) -> bool:
+    host, _, port = server.strip().rpartition(":")
+    return bool(host) and "/" not in host and port.isdigit()
 
 
 def event_publisher(request: Request) -> EventPublisher:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ..configuration import from_validation
 
 
 class MessagingSettings(BaseSettings):
@@ -70,7 +72,10 @@ class MessagingSettings(BaseSettings):
     def for_service(cls, service_name: str, **overrides: Any) -> Self:
         """The settings from the environment (``overrides`` win), with every destination and
         group left unset named after ``service_name``."""
-        settings = cls(**overrides)
+        try:
+            settings = cls(**overrides)
+        except ValidationError as error:
+            raise from_validation(error, cls) from None
         defaults = {
             "destination": f"{service_name}.events",
             "dead_letter_destination": f"{service_name}.events.dlq",

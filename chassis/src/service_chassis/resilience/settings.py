@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 from typing import Any, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..configuration import from_validation
 from .breaker import BreakerConfig
 from .retry import RetryBudget, RetryPolicy
 
@@ -22,6 +24,7 @@ from .retry import RetryBudget, RetryPolicy
 # steps of 1/30 of the window (one second for the default 30 s window).
 BREAKER_WINDOW_BUCKETS = 30
 RETRY_BUDGET_WINDOW_SECONDS = 10.0
+URL_SCHEMES = frozenset({"http", "https", "consul", "consul+https"})
 
 
 def env_prefix(name: str) -> str:
@@ -77,7 +80,23 @@ class DownstreamSettings(BaseSettings):
     def from_env(cls, name: str, **overrides: Any) -> Self:
         """The settings of downstream `name`, from `<NAME>_*` variables; `overrides` win."""
         # `_env_prefix` is pydantic-settings' own init argument; type checkers see only fields.
-        return cls(**{"_env_prefix": env_prefix(name), **overrides})
+        try:
+            return cls(**{"_env_prefix": env_prefix(name), **overrides})
+        except ValidationError as error:
+            raise from_validation(error, cls, env_prefix(name)) from None
+
+    @field_validator("url")
+    @classmethod
+    def _a_url(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in URL_SCHEMES or not parts.hostname:
+            raise ValueError(
+                "not a URL the client can call: use http://host:port/path, https://... "
+                "or consul://service-name/path"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
