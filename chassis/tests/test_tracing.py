@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Callable
 
 import pytest
 from fastapi import FastAPI
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from service_chassis.logs import configure_logging
 from service_chassis.testing.otlp_receiver import OtlpReceiver
 from service_chassis.tracing import (
+    FastHttpSpanExporter,
     UnknownExporterError,
     build_resource,
     build_span_processors,
@@ -154,3 +158,25 @@ async def test_server_error_marks_the_span(
     assert dict(span.attributes or {})["error.type"] == "KeyError"
     assert dict(span.attributes or {})["http.response.status_code"] == 500
     assert "private" not in str(span.to_json())
+
+
+def test_an_http_exporter_pointed_at_the_grpc_port_says_what_to_set(
+    monkeypatch: pytest.MonkeyPatch, otlp_receiver: OtlpReceiver
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    stream = io.StringIO()
+    configure_logging(service="svc", level="INFO", stream=stream)
+    grpc_port = otlp_receiver.grpc_endpoint.rsplit(":", 1)[1]
+    exporter = FastHttpSpanExporter(endpoint=f"http://127.0.0.1:{grpc_port}/v1/traces")
+    provider = TracerProvider()
+    with provider.get_tracer("test").start_as_current_span("one") as span:
+        pass
+    assert isinstance(span, ReadableSpan)
+    for _ in range(2):
+        assert exporter.export([span]) == SpanExportResult.FAILURE
+    hints = [
+        json.loads(line) for line in stream.getvalue().splitlines() if "answers in gRPC" in line
+    ]
+    assert len(hints) == 1  # once, not per batch
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc" in hints[0]["event"]
+    assert "4318" in hints[0]["event"]

@@ -77,6 +77,7 @@ class FastHttpSpanExporter(HttpSpanExporter):
     def __init__(self, *, endpoint: str) -> None:
         super().__init__(endpoint=endpoint)
         self._encoder = SpanEncoder()
+        self._hint = ProtocolHint(endpoint=endpoint)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
@@ -87,7 +88,43 @@ class FastHttpSpanExporter(HttpSpanExporter):
             log.exception("span batch could not be encoded", spans=len(spans))
             return SpanExportResult.FAILURE
         result = self._client.export(payload)
+        if not result.success and result.error is not None:
+            self._hint.check(result.error)
         return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+
+
+class ProtocolHint:
+    """Says once, plainly, when the OTLP/HTTP endpoint answers in gRPC: the most common reason
+    no spans arrive (4317 is OTLP's gRPC port, 4318 its HTTP port), which the exporter itself
+    reports only as a connection error full of binary."""
+
+    def __init__(self, *, endpoint: str) -> None:
+        self._endpoint = endpoint
+        self._said = False
+
+    def check(self, error: BaseException) -> None:
+        if self._said or not answered_in_grpc(error):
+            return
+        self._said = True
+        log.warning(
+            f"spans are not exported: {self._endpoint} answers in gRPC, not OTLP/HTTP; set "
+            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc, or point OTEL_EXPORTER_OTLP_ENDPOINT at the "
+            "HTTP port (4318)",
+            endpoint=self._endpoint,
+        )
+
+
+def answered_in_grpc(error: BaseException) -> bool:
+    """An HTTP/1.1 client that read an HTTP/2 server's first frame (gRPC speaks HTTP/2 only)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = f"{type(current).__name__}: {current!r}"
+        if "BadStatusLine" in text and ("\\x00\\x00" in text or "\x00\x00" in text):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _console_exporter() -> SpanExporter:

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from ..health import HealthRegistry
+from ..outages import OutageLog
 from ..settings import ServiceSettings
 from .consul import ConsulAgent, ConsulError, ConsulUnreachable
 from .settings import DiscoverySettings
@@ -94,6 +95,7 @@ class Registration:
         self._closing = False
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._outage = OutageLog("consul call")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
@@ -140,6 +142,7 @@ class Registration:
                     await self._register()
                     self.registered = True
                     self.note = f"registered {self.service_id} with Consul at {self._agent.url}"
+                    self._outage.recovered()
                     log.info("registered with consul", **self._log_fields())
                 elif not await self._agent.is_registered(self.service_id):
                     # The agent restarted with no state, or removed the instance after its
@@ -148,6 +151,7 @@ class Registration:
                     log.warning("consul lost the registration", service_id=self.service_id)
                     continue
                 failures = 0
+                self._outage.recovered()
                 wait = self._settings.consul_resync_seconds
             except ConsulError as error:
                 failures += 1
@@ -156,7 +160,7 @@ class Registration:
                     f"{'registered' if self.registered else 'not registered'}; last call "
                     f"failed: {error}; next try in {wait:.1f} s"
                 )
-                log.warning("consul call failed", error=str(error), retry_in=round(wait, 2))
+                self._outage.failed(error=str(error), retry_in=round(wait, 2))
             if await self._shutdown_within(wait):
                 break
         await self.deregister()
