@@ -81,8 +81,18 @@ class Baked:
     app: FastAPI = field(repr=False)
 
 
-@pytest.fixture(scope="module", params=OPTION_SETS, ids=[f"{m}-{d}" for m, d in OPTION_SETS])
-def baked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Baked:
+@pytest.fixture(
+    scope="module",
+    # One xdist group per bake: its checks run on one worker, which bakes it once.
+    params=[
+        pytest.param(pair, marks=pytest.mark.xdist_group(f"readme-{pair[0]}-{pair[1]}"))
+        for pair in OPTION_SETS
+    ],
+    ids=[f"{m}-{d}" for m, d in OPTION_SETS],
+)
+def baked(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Baked]:
     messaging, discovery = request.param
     # A package name of its own per bake, so that every bake imports in this one process.
     name = f"readme-{messaging}-{discovery}"
@@ -100,21 +110,25 @@ def baked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         )
     )
     package = name.replace("-", "_")
-    sys.path.insert(0, str(root / "src"))
-    settings_module = importlib.import_module(f"{package}.settings")
-    app_module = importlib.import_module(f"{package}.app")
-    settings = settings_module.Settings
-    # The app as it is built (not started): it declares its downstreams.
-    app = app_module.create_app(settings(), tracer_provider=TracerProvider())
-    return Baked(
-        messaging=messaging,
-        discovery=discovery,
-        root=root,
-        package=package,
-        readme=(root / "README.md").read_text(),
-        settings=settings,
-        app=app,
-    )
+    src = str(root / "src")
+    sys.path.insert(0, src)
+    try:
+        settings = importlib.import_module(f"{package}.settings").Settings
+        create_app = importlib.import_module(f"{package}.app").create_app
+        # The app as it is built (not started): it declares its downstreams.
+        yield Baked(
+            messaging=messaging,
+            discovery=discovery,
+            root=root,
+            package=package,
+            readme=(root / "README.md").read_text(),
+            settings=settings,
+            app=create_app(settings(), tracer_provider=TracerProvider()),
+        )
+    finally:
+        sys.path.remove(src)
+        for module in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
+            del sys.modules[module]
 
 
 # What the service reads --------------------------------------------------------------------
