@@ -111,9 +111,10 @@ class LockedDependencies:
             return None
         distributions: set[str] = set()
         for lock in locks:
-            distributions |= {normalize(name) for name in lock_distribution_names(lock.read_text())}
+            names = lock_distribution_names(lock.read_text("utf-8"))
+            distributions |= {normalize(name) for name in names}
         installs: dict[str, list[str]] = {}
-        for line in data.read_text().splitlines():
+        for line in data.read_text("utf-8").splitlines():
             name, colon, names = line.partition(":")
             if line.startswith("#") or not colon:
                 continue
