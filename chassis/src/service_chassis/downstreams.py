@@ -55,7 +55,7 @@ class MissingDownstreamURLError(ConfigurationError):
         self.downstream = downstream
 
 
-class UndeclaredDownstreamError(LookupError):
+class UndeclaredDownstreamError(KeyError):
     pass
 
 

@@ -31,6 +31,7 @@ from .health import router as health_router
 from .metrics import create_metrics, render, watch_event_loop_lag
 from .observe import PROBE_METHODS, ObserveRequests
 from .problems import install_problem_handlers
+from .resilience.breaker import CircuitState
 from .resilience.client import ResilientClient
 from .settings import ServiceSettings
 from .tracing import build_tracer_provider, fastapi_telemetry, service_tracer
@@ -116,9 +117,14 @@ class Service:
             tracer_provider=self.tracer_provider,
             registry=self.metrics.registry,
             health=self.health,
+            dependency_down=self._downstream_down,
         )
         self.components.append(messaging.component)
         return messaging
+
+    def _downstream_down(self, name: str) -> bool:
+        client = self.downstreams.get(name)
+        return client is not None and client.breaker.state is not CircuitState.CLOSED
 
     def _app(self) -> FastAPI:
         settings, metrics = self.settings, self.metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import pytest
@@ -21,6 +22,7 @@ from service_chassis.metrics import Metrics
 from service_chassis.testing.brokers import BrokerUnderTest
 from tests.sample.settings import Settings
 
+from ..resilience.faults import Fault, run_faulty_downstream
 from .support.app import eventually, running_service
 
 pytestmark = pytest.mark.integration
@@ -215,3 +217,81 @@ async def test_redelivered_message_has_no_second_effect(
             what="the copy was counted as a duplicate",
         )
     assert effects == [str(event.id)]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "type_"),
+    [
+        (b'{"type": "t", "data": {"k": "\\ud800"}}', 422, "urn:problem:event-not-json"),
+        (b'{"type": "t", "data": {"v": NaN}}', 422, "about:blank"),
+        (
+            b'{"type": "t", "data": {"blob": "' + b"x" * 950_000 + b'"}}',
+            413,
+            "urn:problem:event-too-large",
+        ),
+    ],
+    ids=["lone-surrogate", "nan", "too-large-for-the-broker"],
+)
+async def test_an_event_that_can_never_be_published_is_a_4xx_not_a_503(
+    make_settings: Callable[..., Settings],
+    messaging_settings: MessagingSettings,
+    tracer_provider: TracerProvider,
+    body: bytes,
+    status: int,
+    type_: str,
+) -> None:
+    async with running_service(
+        make_settings(), messaging_settings, tracer_provider=tracer_provider
+    ) as service:
+        await eventually(lambda: service.messaging.component.started, what="broker connected")
+        response = await service.client.post(
+            "/events", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "retry-after" not in response.headers  # a retry cannot help
+    assert response.json()["type"] == type_
+
+
+async def test_a_downstream_outage_holds_messages_instead_of_dead_lettering_them(
+    make_settings: Callable[..., Settings],
+    messaging_settings: MessagingSettings,
+    tracer_provider: TracerProvider,
+    broker: BrokerUnderTest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The downstream answers 503 until it recovers: its breaker opens, and the consumer waits
+    for it (no attempts spent) rather than sending good events to the dead letters."""
+    with contextlib.contextmanager(run_faulty_downstream)() as faulty:
+        faulty.script(*[Fault(status=503)] * 6)  # then healthy
+        monkeypatch.setenv("DOWNSTREAM_URL", faulty.url)
+        for name, value in {
+            "RETRY_MAX_ATTEMPTS": "1",
+            "BREAKER_MINIMUM_CALLS": "2",
+            "BREAKER_OPEN_SECONDS": "1",
+            "BREAKER_HALF_OPEN_CALLS": "1",
+        }.items():
+            monkeypatch.setenv(f"DOWNSTREAM_{name}", value)
+        async with running_service(
+            make_settings(), messaging_settings, tracer_provider=tracer_provider
+        ) as service:
+            events = [Event.create(NewEvent(type=f"e{n}")) for n in range(4)]
+            for event in events:
+                await service.messaging.publisher.publish(event)
+            ids = {str(event.id) for event in events}
+
+            def all_served() -> bool:
+                with faulty.lock:
+                    served = faulty.requests[6:]  # after the outage
+                    return ids <= {seen.headers.get("idempotency-key") for seen in served}
+
+            await eventually(all_served, within=20, what="every event reached the downstream")
+            metrics = service.service.metrics.registry
+        letters = await broker.dead_letters(messaging_settings, 1, within=0.5)
+    assert letters == []
+    waits = metrics.get_sample_value(
+        "messaging_dependency_waits_total",
+        {"destination": messaging_settings.destination, "downstream": "downstream"},
+    )
+    assert waits is not None
+    assert waits >= 1

@@ -231,3 +231,23 @@ async def test_a_post_is_relayed_once_unless_the_caller_makes_it_idempotent(
     retried = faulty.requests[1:]
     assert [seen.method for seen in retried] == ["POST", "POST"]
     assert all(seen.headers["idempotency-key"] == "order-7" for seen in retried)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"v": NaN}', b'{"v": Infinity}', b'{"k": "\\ud800"}'],
+    ids=["nan", "inf", "surrogate"],
+)
+async def test_a_body_json_cannot_carry_is_a_422_not_a_500(
+    make_app: Callable[..., FastAPI], faulty: FaultyDownstream, body: bytes
+) -> None:
+    async with serve(make_app(faulty.url)) as client:
+        response = await client.post(
+            "/downstream", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM_JSON
+    problem = response.json()
+    assert problem["type"] == "urn:problem:not-json"
+    assert "cannot be sent on" in problem["detail"]
+    assert faulty.count == 0  # nothing half-encoded reached the downstream

@@ -16,6 +16,7 @@ In a route, take the publisher as a typed dependency::
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Protocol
 from urllib.parse import urlsplit
@@ -62,6 +63,8 @@ class Messaging:
     publisher: EventPublisher
     component: BrokerComponent
     registry: CollectorRegistry
+    # Whether a downstream is down (its breaker not closed): the consumer then waits for it.
+    dependency_down: Callable[[str], bool] = field(default=lambda downstream: False)
     consumer: ReliableConsumer | None = field(default=None)
 
     def subscribe(
@@ -76,6 +79,7 @@ class Messaging:
             store=store or InMemoryIdempotencyStore(self.settings.idempotency_capacity),
             metrics=create_messaging_metrics(self.registry),
             settings=self.settings,
+            dependency_down=self.dependency_down,
         )
         self.transport.subscribe(self.consumer)
         return self.consumer
@@ -89,6 +93,7 @@ def build_messaging(
     tracer_provider: TracerProvider,
     registry: CollectorRegistry,
     health: HealthRegistry,
+    dependency_down: Callable[[str], bool] = lambda downstream: False,
 ) -> Messaging:
     """The broker's transport, publisher and lifecycle, reporting to the service's telemetry."""
     if broker not in BROKERS:
@@ -109,6 +114,7 @@ def build_messaging(
         publisher=EventPublisher(transport, settings, connected=lambda: component.started),
         component=component,
         registry=registry,
+        dependency_down=dependency_down,
     )
 
 

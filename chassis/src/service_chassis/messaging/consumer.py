@@ -26,6 +26,8 @@ from faststream.message import StreamMessage
 from opentelemetry import trace
 from pydantic import ValidationError
 
+from ..outages import OutageLog
+from ..resilience.errors import DownstreamBusy, DownstreamCircuitOpen, DownstreamError
 from .events import Event
 from .idempotency import IdempotencyStore
 from .metrics import MessagingMetrics
@@ -33,6 +35,15 @@ from .settings import MessagingSettings
 from .transport import Transport
 
 log = structlog.get_logger(__name__)
+
+# A handler failing with these waits for its dependency instead of spending an attempt; so
+# does one failing with a transient error while that downstream's breaker is not closed.
+DEPENDENCY_UNAVAILABLE = (DownstreamCircuitOpen, DownstreamBusy)
+TRANSIENT = frozenset({"downstream_error", "unavailable", "timeout", "deadline_exceeded"})
+# Between tries while a dependency is unavailable: the breaker's Retry-After, within bounds
+# that keep the broker's ack timers (NATS ack wait, 30 s by default) from running out.
+MIN_DEPENDENCY_WAIT = 0.1
+MAX_DEPENDENCY_WAIT = 10.0
 
 EventHandler = Callable[[Event], Awaitable[None]]
 
@@ -74,6 +85,7 @@ class ReliableConsumer:
         metrics: MessagingMetrics,
         settings: MessagingSettings,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        dependency_down: Callable[[str], bool] = lambda downstream: False,
     ) -> None:
         self.handler = handler
         self._transport = transport
@@ -87,6 +99,8 @@ class ReliableConsumer:
             max_delay=settings.retry_backoff_max_seconds,
         )
         self._sleep = sleep
+        self._dependency_down = dependency_down
+        self._outage = OutageLog("consumer's dependency")
 
     async def __call__(self, message: StreamMessage[Any]) -> None:
         message_id = self._transport.message_id(message)
@@ -127,36 +141,86 @@ class ReliableConsumer:
                 deliveries,
             )
             return
-        for attempt in range(1, self._policy.max_attempts + 1):
+        attempt = 1
+        while True:
             try:
                 await self.handler(event)
+            except DownstreamError as failure:
+                if not self._in_outage(failure):
+                    if await self._failed(message, message_id, failure, attempt):
+                        return
+                    attempt += 1
+                    continue
+                # Not the message's fault: its dependency is down (its breaker is open, or
+                # its bulkhead full). Wait, and try again, without spending an attempt: the
+                # dead letters are for messages that cannot be processed, not for outages.
+                await self._wait_for_dependency(message, failure)
+                continue
             except Exception as error:
-                trace.get_current_span().add_event(
-                    "handler failed",
-                    {"messaging.attempt": attempt, "exception.type": type(error).__qualname__},
-                )
-                if attempt == self._policy.max_attempts:
-                    log.error(
-                        "handler failed on every attempt: dead-lettering the message",
-                        message_id=message_id,
-                        attempts=attempt,
-                        exc_info=error,
-                    )
-                    detail = f"{type(error).__qualname__}: {error}"
-                    await self._dead_letter(message, message_id, "exhausted", detail, attempt)
+                if await self._failed(message, message_id, error, attempt):
                     return
-                delay = self._policy.delay(attempt)
-                log.warning(
-                    "handler failed; retrying",
-                    message_id=message_id,
-                    attempt=attempt,
-                    retry_in=round(delay, 3),
-                    error_type=type(error).__qualname__,
-                )
-                await self._transport.keep_alive(message)
-                await self._sleep(delay)
+                attempt += 1
             else:
+                self._outage.recovered()
                 return
+
+    async def _failed(
+        self,
+        message: StreamMessage[Any],
+        message_id: str,
+        error: Exception,
+        attempt: int,
+    ) -> bool:
+        """One attempt spent: back off for the next, or dead-letter after the last (True)."""
+        trace.get_current_span().add_event(
+            "handler failed",
+            {"messaging.attempt": attempt, "exception.type": type(error).__qualname__},
+        )
+        if attempt >= self._policy.max_attempts:
+            log.error(
+                "handler failed on every attempt: dead-lettering the message",
+                message_id=message_id,
+                attempts=attempt,
+                exc_info=error,
+            )
+            detail = f"{type(error).__qualname__}: {error}"
+            await self._dead_letter(message, message_id, "exhausted", detail, attempt)
+            return True
+        delay = self._policy.delay(attempt)
+        log.warning(
+            "handler failed; retrying",
+            message_id=message_id,
+            attempt=attempt,
+            retry_in=round(delay, 3),
+            error_type=type(error).__qualname__,
+        )
+        await self._transport.keep_alive(message)
+        await self._sleep(delay)
+        return False
+
+    def _in_outage(self, failure: DownstreamError) -> bool:
+        """Refused by the breaker or the bulkhead, or failed as the breaker opened."""
+        if isinstance(failure, DEPENDENCY_UNAVAILABLE):
+            return True
+        return failure.outcome in TRANSIENT and self._dependency_down(failure.downstream)
+
+    async def _wait_for_dependency(
+        self, message: StreamMessage[Any], unavailable: DownstreamError
+    ) -> None:
+        retry_after = unavailable.headers.get("Retry-After") if unavailable.headers else None
+        wait = float(retry_after) if retry_after and retry_after.isdigit() else 1.0
+        wait = min(max(wait, MIN_DEPENDENCY_WAIT), MAX_DEPENDENCY_WAIT)
+        self._outage.failed(
+            downstream=unavailable.downstream, outcome=unavailable.outcome, retry_in=wait
+        )
+        trace.get_current_span().add_event(
+            "dependency unavailable; waiting",
+            {"downstream.name": unavailable.downstream, "outcome": unavailable.outcome},
+        )
+        self._metrics.dependency_waits.labels(self._source, unavailable.downstream).inc()
+        # Tell the broker the message is still being worked on, so it is not redelivered.
+        await self._transport.keep_alive(message)
+        await self._sleep(wait)
 
     async def _dead_letter(
         self, message: StreamMessage[Any], message_id: str, reason: str, error: str, attempts: int

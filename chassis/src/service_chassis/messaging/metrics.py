@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 class MessagingMetrics:
     dead_letters: Counter
     duplicates: Counter
+    dependency_waits: Counter
 
 
 def create_messaging_metrics(registry: CollectorRegistry) -> MessagingMetrics:
@@ -29,6 +30,13 @@ def create_messaging_metrics(registry: CollectorRegistry) -> MessagingMetrics:
             "messaging_duplicates",
             "Redelivered messages skipped because their id had already been handled.",
             ("destination",),
+            registry=registry,
+        ),
+        dependency_waits=Counter(
+            "messaging_dependency_waits",
+            "Times a handler waited for an unavailable downstream (breaker open, bulkhead "
+            "full) instead of spending one of the message's attempts.",
+            ("destination", "downstream"),
             registry=registry,
         ),
     )

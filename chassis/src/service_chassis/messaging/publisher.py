@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 
 import structlog
+from pydantic_core import PydanticSerializationError
 
 from ..problems import Problem
 from .events import Event
@@ -25,6 +26,22 @@ class EventsUnavailable(Problem):
     status = 503
     type = "urn:problem:events-unavailable"
     title = "Events unavailable"
+
+
+class EventNotJSON(Problem):
+    """The event holds what JSON cannot carry (a lone surrogate): the caller's to fix."""
+
+    status = 422
+    type = "urn:problem:event-not-json"
+    title = "Event not JSON"
+
+
+class EventTooLarge(Problem):
+    """Larger, once encoded, than the broker takes: retrying cannot help."""
+
+    status = 413
+    type = "urn:problem:event-too-large"
+    title = "Event too large"
 
 
 def _always_connected() -> bool:
@@ -43,9 +60,26 @@ class EventPublisher:
         self._destination = settings.destination
         self._timeout = settings.publish_timeout_seconds
         self._connected = connected
+        self._max_bytes = settings.max_message_bytes
+
+    def _encode(self, event: Event) -> bytes:
+        try:
+            body = event.to_bytes()
+        except PydanticSerializationError:
+            raise EventNotJSON(
+                "The event holds a string JSON cannot carry (a lone surrogate)."
+            ) from None
+        if len(body) > self._max_bytes:
+            raise EventTooLarge(
+                f"The event is {len(body)} bytes once encoded; the broker takes at most "
+                f"{self._max_bytes} (MESSAGING_MAX_MESSAGE_BYTES).",
+                extensions={"size": len(body), "limit": self._max_bytes},
+            )
+        return body
 
     async def publish(self, event: Event, *, destination: str | None = None) -> None:
         """Return once the broker confirmed the event; raise ``EventsUnavailable`` otherwise."""
+        body = self._encode(event)
         if not self._connected():
             raise EventsUnavailable(
                 "The message broker is not connected yet; try again shortly.",
@@ -54,7 +88,7 @@ class EventPublisher:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._transport.publish(
-                    event.to_bytes(),
+                    body,
                     destination=destination or self._destination,
                     message_id=str(event.id),
                     headers={"content-type": JSON},

@@ -49,6 +49,11 @@ class MessagingSettings(BaseSettings):
     # On shutdown: how long in-flight handlers may run before they are cancelled (unacked).
     drain_seconds: float = Field(default=10.0, ge=0, validation_alias="MESSAGING_DRAIN_SECONDS")
 
+    # The largest event body published; a larger one is refused with 413. The default stays
+    # under NATS's 1 MiB max_payload (headers included) and Kafka's 1 MB message.max.bytes.
+    max_message_bytes: int = Field(
+        default=900_000, ge=1, validation_alias="MESSAGING_MAX_MESSAGE_BYTES"
+    )
     publish_timeout_seconds: float = Field(
         default=5.0, gt=0, validation_alias="MESSAGING_PUBLISH_TIMEOUT_SECONDS"
     )

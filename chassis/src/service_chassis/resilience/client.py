@@ -33,6 +33,7 @@ calls.
 from __future__ import annotations
 
 import asyncio
+import json as stdlib_json
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -55,6 +56,7 @@ from .errors import (
     DownstreamNotConfigured,
     DownstreamTimeout,
     DownstreamUnavailable,
+    UnsendableJSON,
 )
 from .retry import RetryBudget, RetryListener, RetryPolicy, TransportFailure, parse_retry_after
 
@@ -80,6 +82,15 @@ class CallOptions(TypedDict, total=False):
     content: bytes | str | None
     idempotent: bool
     fallback: Fallback | None
+
+
+def strict_json(value: Any) -> bytes:
+    """``value`` as JSON text in UTF-8, or ``UnsendableJSON`` when JSON cannot carry it
+    (NaN and infinities, lone surrogates, values of other types)."""
+    try:
+        return stdlib_json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError) as error:
+        raise UnsendableJSON(type(error).__name__) from None
 
 
 def _exact(base_url: httpx.URL) -> str:
@@ -215,6 +226,13 @@ class ResilientClient:
         method = method.upper()
         # The deadline header is ours to set, from what is left of the deadline.
         headers = {k: v for k, v in (headers or {}).items() if k.lower() != _DEADLINE_KEY}
+        if json is not None:
+            # Encoded once, strictly (RFC 8259): what JSON cannot carry is the caller's input
+            # to fix (a 422), not a failure of this service, and never sent half-encoded.
+            content = strict_json(json)
+            json = None
+            if not any(key.lower() == "content-type" for key in headers):
+                headers["content-type"] = "application/json"
         marked = idempotent or any(key.lower() == IDEMPOTENCY_KEY for key in headers)
         # Errors are marked below by kind; the SDK's own recording would add the exception's
         # message and stack trace, costly on the fast-fail path and not for export.

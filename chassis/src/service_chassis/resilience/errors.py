@@ -136,3 +136,18 @@ class DownstreamUnavailable(DownstreamError):
         )
         error.outcome = "downstream_error"
         return error
+
+
+class UnsendableJSON(Problem):
+    """The data to send is not JSON (RFC 8259): NaN or an infinity, a lone surrogate, ..."""
+
+    status = 422
+    type = "urn:problem:not-json"
+    title = "Not JSON"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            "The request holds a value JSON cannot carry (NaN, an infinity or a lone "
+            "surrogate), so it cannot be sent on.",
+            extensions={"reason": reason},
+        )
