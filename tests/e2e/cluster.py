@@ -205,6 +205,9 @@ def running_cluster(
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "LOG_LEVEL": "INFO",
             "CONSUL_HTTP_ADDR": consul.url,
+            # The registration's check starts critical and is probed at this interval (10 s by
+            # default): a registration made before the service was ready passes a second later.
+            "CONSUL_CHECK_INTERVAL": "1s",
         }
         envs: Mapping[str, dict[str, str]] = {
             "gateway": {"DOWNSTREAM_URL": f"http://127.0.0.1:{ports['orders']}/events"},

@@ -277,7 +277,10 @@ def test_each_service_logged_the_trace(
 
 
 def test_the_consul_registration_was_live(spans: list[JaegerSpan], cluster: Cluster) -> None:
-    (entry,) = cluster.consul.health_service("shipping", passing=True, tags=[])
+    def passing() -> list[dict[str, Any]]:
+        return cluster.consul.health_service("shipping", passing=True, tags=[])
+
+    (entry,) = wait_until("shipping's Consul check to pass", passing, timeout=15)
     assert entry["Service"]["Port"] == cluster["shipping"].port
     assert entry["Service"]["Meta"]["metrics_path"] == "/metrics"
 
