@@ -295,3 +295,29 @@ async def test_a_downstream_outage_holds_messages_instead_of_dead_lettering_them
     )
     assert waits is not None
     assert waits >= 1
+
+
+async def test_a_retried_publish_with_its_idempotency_key_is_one_event(
+    make_settings: Callable[..., Settings],
+    messaging_settings: MessagingSettings,
+    tracer_provider: TracerProvider,
+) -> None:
+    handled: list[str] = []
+
+    async def handler(event: Event) -> None:
+        handled.append(str(event.id))
+
+    async with running_service(
+        make_settings(), messaging_settings, tracer_provider=tracer_provider, handler=handler
+    ) as service:
+        await eventually(lambda: service.messaging.component.started, what="broker connected")
+        headers = {"idempotency-key": "order-42-placed"}
+        answers = [
+            await service.client.post("/events", json={"type": "order.placed"}, headers=headers)
+            for _ in range(3)
+        ]
+        await eventually(lambda: len(handled) >= 1, what="the event was handled")
+        await asyncio.sleep(0.5)  # room for a copy to turn up
+    assert [a.status_code for a in answers] == [202] * 3
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert handled == [answers[0].json()["id"]]

@@ -104,3 +104,38 @@ async def test_started_without_a_server_it_is_not_ready_then_connects(
         response = await client.post("/events", json={"type": "on.time"})
         assert response.status_code == 202
         await eventually(lambda: len(handled) == 1, what="the event was consumed")
+
+
+async def test_an_error_answer_means_not_published_even_after_the_server_returns(
+    make_settings: Callable[..., Settings],
+    broker: NatsBroker,
+    own_server: NatsServer,
+    tracer_provider: TracerProvider,
+) -> None:
+    own_server.start()
+    settings = broker.settings(broker_url=own_server.url, reconnect_seconds=0.2)
+    handled: list[str] = []
+
+    async def handler(event: Event) -> None:
+        handled.append(event.type)
+
+    async with running_service(
+        make_settings(), settings, tracer_provider=tracer_provider, handler=handler
+    ) as service:
+        client = service.client
+        await asyncio.to_thread(own_server.stop)
+        await eventually(lambda: _ready_is(client, 503), what="the server is seen gone")
+        started = asyncio.get_running_loop().time()
+        refused = [
+            await client.post("/events", json={"type": f"during.outage.{n}"}) for n in range(5)
+        ]
+        took = asyncio.get_running_loop().time() - started
+        assert [r.status_code for r in refused] == [503] * 5
+        assert all(r.headers["retry-after"] == "1" for r in refused)
+        assert took < 2.5  # at once, not after each publish's 5 s timeout
+        await asyncio.to_thread(own_server.start)
+        await eventually(lambda: _ready_is(client, 200), what="readiness recovered")
+        assert (await client.post("/events", json={"type": "after"})).status_code == 202
+        await eventually(lambda: "after" in handled, what="the later event was handled")
+        await asyncio.sleep(1.0)  # room for anything buffered to turn up
+    assert handled == ["after"]

@@ -90,6 +90,10 @@ class NatsTransport(BrokerLifecycle):
             max_reconnect_attempts=-1,
             reconnect_time_wait=max(1, round(settings.reconnect_seconds)),
             connect_timeout=2,
+            # No reconnect buffer: a publish while the server is away fails at once (503)
+            # instead of waiting out its timeout and being delivered later all the same, so
+            # an error answer always means "not published".
+            pending_size=0,
             logger=broker_logger("nats"),
             # FastStream's per-message "Received"/"Processed" lines only at DEBUG.
             log_level=logging.DEBUG,

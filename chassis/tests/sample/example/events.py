@@ -10,9 +10,10 @@ FastStream keeps the trace causal for a publish awaited inside the handler.
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Header, status
 from pydantic import BaseModel
 
 from service_chassis import ResilientClient, Service
@@ -34,8 +35,14 @@ class Accepted(BaseModel):
     status_code=status.HTTP_202_ACCEPTED,
     responses={503: {"description": "The broker did not take the event"}},
 )
-async def publish_event(new: NewEvent, publisher: Publisher) -> Accepted:
-    event = Event.create(new)
+async def publish_event(
+    new: NewEvent,
+    publisher: Publisher,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Accepted:
+    """Publish an event; 202 once the broker has it. An error answer means it was not
+    published. Send an ``Idempotency-Key`` to retry safely: it becomes the event's id."""
+    event = Event.create(new, idempotency_key=idempotency_key)
     await publisher.publish(event)
     return Accepted(id=event.id)
 
