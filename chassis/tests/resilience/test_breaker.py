@@ -64,7 +64,7 @@ def trip(breaker: CircuitBreaker) -> None:
 
 def test_defaults() -> None:
     config = BreakerConfig()
-    assert (config.window, config.bucket_width, config.minimum_calls) == (30.0, 1.0, 10)
+    assert (config.window, config.bucket_width, config.minimum_calls) == (30.0, 1.0, 20)
     assert (config.failure_rate_threshold, config.slow_call_rate_threshold) == (0.5, 1.0)
     assert (config.slow_call_duration, config.open_duration) == (2.0, 15.0)
     assert config.half_open_max_calls == 3

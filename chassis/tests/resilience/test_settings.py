@@ -21,7 +21,7 @@ def test_defaults_make_working_primitives() -> None:
     breaker = settings.breaker_config()
     assert breaker.window == 30.0
     assert breaker.bucket_width == 1.0
-    assert breaker.minimum_calls == 10
+    assert breaker.minimum_calls == 20
     assert breaker.failure_rate_threshold == 0.5
     assert settings.retry_policy().max_attempts == 3
     assert settings.bulkhead_max_concurrent == 20

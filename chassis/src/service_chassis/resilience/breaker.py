@@ -56,7 +56,7 @@ class BreakerConfig:
 
     window: float = 30.0  # sliding window of outcomes considered while closed
     bucket_width: float = 1.0  # granularity of the window; `window` must be a multiple
-    minimum_calls: int = 10  # outcomes in the window before the breaker may open
+    minimum_calls: int = 20  # outcomes in the window before the breaker may open
     failure_rate_threshold: float = 0.5  # open when failures / calls >= this
     slow_call_duration: float = 2.0  # a call taking longer than this is slow (inf: never)
     slow_call_rate_threshold: float = 1.0  # open when slow calls / calls >= this

@@ -66,7 +66,7 @@ class DownstreamSettings(BaseSettings):
     # the failure rate (or the slow-call rate) reached its threshold.
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
     breaker_window_seconds: float = Field(default=30.0, gt=0)
-    breaker_minimum_calls: int = Field(default=10, ge=1)
+    breaker_minimum_calls: int = Field(default=20, ge=1)
     breaker_slow_call_seconds: float = Field(default=1.0, gt=0)
     breaker_slow_call_rate: float = Field(default=1.0, gt=0, le=1)
     breaker_open_seconds: float = Field(default=15.0, gt=0)
