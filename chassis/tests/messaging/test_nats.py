@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,6 +48,7 @@ async def test_readiness_follows_the_server_and_consuming_resumes(
     broker: NatsBroker,
     own_server: NatsServer,
     tracer_provider: TracerProvider,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     own_server.start()
     settings = broker.settings(broker_url=own_server.url, reconnect_seconds=0.2)
@@ -73,6 +75,10 @@ async def test_readiness_follows_the_server_and_consuming_resumes(
         response = await client.post("/events", json={"type": "after.outage"})
         assert response.status_code == 202
         await eventually(lambda: len(handled) == 1, what="consuming resumed")
+    # A routine outage: warnings and an INFO at the end, never an ERROR or a traceback.
+    broker_records = [r for r in caplog.records if r.name.startswith("service_chassis")]
+    assert not [r.getMessage() for r in broker_records if r.levelno >= logging.ERROR]
+    assert not [r.getMessage() for r in broker_records if r.exc_info]
 
 
 async def test_started_without_a_server_it_is_not_ready_then_connects(

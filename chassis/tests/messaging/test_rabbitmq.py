@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 import httpx
@@ -33,6 +34,7 @@ async def test_readiness_follows_the_connection_and_consuming_resumes(
     make_settings: Callable[..., Settings],
     broker: RabbitBroker,
     tracer_provider: TracerProvider,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     handled: list[Event] = []
 
@@ -61,6 +63,9 @@ async def test_readiness_follows_the_connection_and_consuming_resumes(
                 await eventually(lambda: len(handled) == 1, what="consuming resumed")
         finally:
             await broker.cleanup(settings)
+    # A routine outage: warnings and an INFO at the end, never an ERROR or a traceback.
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not [r.getMessage() for r in caplog.records if r.exc_info]
 
 
 async def test_started_without_a_server_it_is_not_ready_then_connects(

@@ -19,7 +19,7 @@ import structlog
 
 from ..health import HealthRegistry
 from .settings import MessagingSettings
-from .transport import Transport
+from .transport import Transport, broker_outage
 
 log = structlog.get_logger(__name__)
 
@@ -122,4 +122,5 @@ class BrokerComponent:
             raise BrokerUnavailable(f"not connected to {self._url} yet")
         if not await self._transport.is_connected():
             raise BrokerUnavailable(f"connection to {self._url} lost; reconnecting")
+        broker_outage(self._transport.system).recovered()
         return "connected"

@@ -33,9 +33,17 @@ from .transport import (
     Consume,
     Telemetry,
     broker_logger,
+    route_client_faults,
     subscriber_function,
     whole_message,
 )
+
+# The client libraries' own lines that are routine while the broker is away.
+CLIENT_ROUTINE = {
+    "aiormq.connection": ("error when creating transport", "Cancelling cause reader exited"),
+    "aio_pika.robust_connection": ("Connection attempt to",),
+    "aio_pika.tools": ("Callback <OneShotCallback",),
+}
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DELIVERY_COUNT_HEADER = "x-delivery-count"
@@ -86,6 +94,8 @@ class RabbitTransport(BrokerLifecycle):
             # The subscriber takes the whole message (see whole_message): no injection needed.
             apply_types=False,
         )
+        # aiormq and aio-pika log every reconnect attempt, at ERROR and with tracebacks.
+        route_client_faults("rabbitmq", CLIENT_ROUTINE)
 
     def subscribe(self, consume: Consume) -> None:
         subscriber = self.broker.subscriber(

@@ -18,6 +18,8 @@ from faststream.message import StreamMessage
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from ..outages import OutageLog
+
 # The id a consumer deduplicates on. FastStream reads this header as the message id on NATS;
 # RabbitMQ carries the id in the AMQP ``message_id`` property instead.
 MESSAGE_ID_HEADER = "message_id"
@@ -147,10 +149,53 @@ class _SupervisorNoise(logging.Filter):
         )
 
 
+class RoutineFaults(logging.Filter):
+    """While the broker is away, FastStream logs a traceback when the connection breaks and an
+    ERROR with a traceback ("Task-N raised an exception, retrying...") each time a consumer
+    task fails: handled, expected faults. Those records go to the outage log instead, which
+    says once that the connection failed, summarises while it lasts, and says when it works
+    again."""
+
+    ROUTINE = ("raised an exception, retrying", "Connection broken with")
+
+    def __init__(self, outage: OutageLog, routine: tuple[str, ...] = ROUTINE) -> None:
+        super().__init__()
+        self.outage = outage
+        self.routine = routine
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not any(routine in record.getMessage() for routine in self.routine):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        self.outage.failed(error=type(error).__qualname__ if error else "unknown")
+        return False
+
+
 def broker_logger(system: str) -> logging.Logger:
     """The logger FastStream writes to, under the service's name so that it reaches the root
     JSON handler ("faststream.*" would stop at FastStream's own stderr handler)."""
     logger = logging.getLogger(f"{__package__}.{system}")
     if not any(isinstance(f, _SupervisorNoise) for f in logger.filters):
         logger.addFilter(_SupervisorNoise())
+    if not any(isinstance(f, RoutineFaults) for f in logger.filters):
+        logger.addFilter(RoutineFaults(OutageLog(f"{system} broker connection")))
     return logger
+
+
+def route_client_faults(system: str, routine: Mapping[str, tuple[str, ...]]) -> None:
+    """Send a broker client library's own lines about a lost connection (one per reconnect
+    attempt, some with tracebacks) to ``system``'s outage log too: ``routine`` maps each
+    logger to the beginnings of the messages that are routine while the broker is away."""
+    outage = broker_outage(system)
+    for name, messages in routine.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RoutineFaults) for f in logger.filters):
+            logger.addFilter(RoutineFaults(outage, messages))
+
+
+def broker_outage(system: str) -> OutageLog:
+    """The outage log of ``system``'s connection (shared with its logger's filter)."""
+    for found in broker_logger(system).filters:
+        if isinstance(found, RoutineFaults):
+            return found.outage
+    raise LookupError(system)
