@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
 from .configuration import EX_CONFIG, ConfigurationError, from_validation
+from .connections import ConnectionLimits, GuardedHttpToolsProtocol
 from .health import HealthRegistry
 from .logs import configure_logging
 from .settings import ServiceSettings
@@ -102,6 +103,14 @@ def run(create_app: AppFactory, settings_class: Callable[[], ServiceSettings]) -
         log_config=None,  # logging is configured above: JSON, one line per record
         access_log=False,  # the service writes its own, with the route template
         timeout_graceful_shutdown=round(settings.shutdown_grace_seconds),
+        timeout_keep_alive=settings.http_keep_alive_seconds,  # type: ignore[arg-type]
+        http=GuardedHttpToolsProtocol.with_limits(
+            ConnectionLimits(
+                max_header_bytes=settings.http_max_header_bytes,
+                header_timeout=settings.http_header_timeout_seconds,
+                body_timeout=settings.http_body_timeout_seconds,
+            )
+        ),
         server_header=False,
     )
     health: HealthRegistry = app.state.health

@@ -37,6 +37,13 @@ class ServiceSettings(BaseSettings):
 
     # Requests whose body is larger are refused with 413 before the body is read.
     max_request_body_bytes: int = Field(default=1_048_576, ge=0)
+    # What one connection may hold on to (connections.py): the request line and headers
+    # (431 beyond), the time to send them (408 beyond), a stall in the body, and idleness
+    # between requests on a kept-alive connection.
+    http_max_header_bytes: int = Field(default=65_536, ge=1024)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_keep_alive_seconds: float = Field(default=5.0, gt=0)
 
     # Which broker the service talks to and how it is discovered; a bake sets the defaults.
     messaging_broker: Broker = Field(default="none", validation_alias="MESSAGING_BROKER")
