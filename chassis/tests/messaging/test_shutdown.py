@@ -79,6 +79,9 @@ def test_sigterm_with_messages_in_flight_loses_none(
     handled_lines = [i for i, e in enumerate(events) if e == "event handled"]
     assert handled_lines[-1] < events.index("broker disconnected")
     assert len(handled_lines) == events.count("event received") == sum(before_restart.values())
+    # A routine stop: no ERROR line and no traceback from the service or its libraries.
+    assert [line for line in logs if line["level"] in ("error", "critical")] == []
+    assert not [line for line in service.lines if "Traceback" in line]
 
     restarted = _start(env, f"{broker.system}:connection")
     try:
