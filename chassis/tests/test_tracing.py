@@ -126,7 +126,7 @@ async def test_server_span_follows_the_http_conventions(
         make_settings(trace_operation_spans=operation_spans), tracer_provider=tracer_provider
     )
     async with serve(app) as client:
-        await client.get("/items/1", headers={"traceparent": TRACEPARENT})
+        await client.get("/items/1?view=full&page=2", headers={"traceparent": TRACEPARENT})
         await client.get("/health/ready")
     spans = span_exporter.get_finished_spans()
     (server,) = [span for span in spans if span.kind == SpanKind.SERVER]
@@ -139,6 +139,7 @@ async def test_server_span_follows_the_http_conventions(
     assert attributes["http.response.status_code"] == 200
     assert attributes["url.path"] == "/items/1"
     assert attributes["url.scheme"] == "http"
+    assert attributes["url.query"] == "view=full&page=2"
     operations = {span.name for span in spans if span.kind == SpanKind.INTERNAL}
     assert bool(operations) == operation_spans
     assert all(span.context.trace_id == server.context.trace_id for span in spans)

@@ -65,6 +65,10 @@ def _server_attributes(scope: Scope, method: str) -> dict[str, str]:
     }
     if method == "_OTHER":
         attributes["http.request.method_original"] = scope["method"]
+    query = scope.get("query_string")
+    if query:
+        # Required by the stable HTTP convention whenever the request has a query.
+        attributes["url.query"] = query.decode("latin-1")
     return attributes
 
 
