@@ -146,10 +146,11 @@ class Cluster:
     def __getitem__(self, name: str) -> Service:
         return self.services[name]
 
-    def start_replica(self, name: str) -> Service:
-        """Another instance of a service: the same project and settings, its own port."""
+    def start_replica(self, name: str, env: Mapping[str, str] | None = None) -> Service:
+        """Another instance of a service: the same project and settings (but for `env`), its
+        own port."""
         original = self.services[name]
-        replica = Service(name, original.project, free_port(), dict(original.env))
+        replica = Service(name, original.project, free_port(), {**original.env, **(env or {})})
         self.replicas.append(replica)
         replica.start()
         replica.wait_ready()

@@ -3,7 +3,9 @@ with the repository's configs and rules, watching baked services under real traf
 
 Three services are baked and run as processes (tests/e2e/cluster.py), exporting their spans to
 Jaeger: gateway and orders are listed in a target file, shipping registers itself in a Consul
-stand-in that Prometheus's own Consul discovery watches. Prometheus runs
+stand-in that Prometheus's own Consul discovery watches. A second gateway is listed too (the
+alert test stops it), and a second shipping consumes in a group of its own with a downstream
+that refuses every call (its events end as dead letters). Prometheus runs
 observability/prometheus as shipped (prometheus.yml, rules/), with addresses substituted only:
 the stand-in for consul:8500, the test's Jaeger for jaeger:8889, its own port for
 localhost:9090, and a target file of the test's services instead of the example one. Jaeger runs
@@ -152,6 +154,22 @@ def replica(cluster: Cluster) -> Service:
     return cluster.start_replica(REPLICA_OF)
 
 
+@pytest.fixture(scope="module")
+def auditor(cluster: Cluster) -> Service:
+    """A second shipping instance in a consumer group of its own, whose downstream refuses
+    every connection while its breaker never opens: each event fails every attempt and is
+    dead-lettered as exhausted (an open breaker would hold the events instead)."""
+    return cluster.start_replica(
+        CONSUL_SERVICE,
+        {
+            "MESSAGING_CONSUMER_GROUP": "audit",
+            "DOWNSTREAM_URL": f"http://127.0.0.1:{free_port()}/",
+            "DOWNSTREAM_RETRY_MAX_ATTEMPTS": "1",
+            "DOWNSTREAM_BREAKER_MINIMUM_CALLS": "1000000",
+        },
+    )
+
+
 class Traffic:
     """Real requests and messages, in background threads, until `stop`."""
 
@@ -269,15 +287,17 @@ def traffic(cluster: Cluster, dead_letters: str) -> Iterator[Traffic]:
 
 
 @pytest.fixture(scope="module")
-def consul_registration(cluster: Cluster) -> dict[str, Any]:
-    """shipping's registration, once it is in the stand-in with a passing check."""
+def consul_registration(cluster: Cluster, auditor: Service) -> dict[str, Any]:
+    """shipping's registration, once both its instances are in the stand-in, passing."""
 
-    def registered() -> list[dict[str, Any]]:
-        return cluster.consul.health_service(CONSUL_SERVICE, passing=True, tags=[])
+    def registered() -> dict[int, dict[str, Any]]:
+        entries = cluster.consul.health_service(CONSUL_SERVICE, passing=True, tags=[])
+        by_port = {entry["Service"]["Port"]: entry["Service"] for entry in entries}
+        return by_port if set(by_port) == {cluster[CONSUL_SERVICE].port, auditor.port} else {}
 
-    (entry,) = wait_for("shipping to register in Consul", registered)
-    service: dict[str, Any] = entry["Service"]
-    return service
+    return dict(
+        wait_for("shipping to register in Consul", registered)[cluster[CONSUL_SERVICE].port]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -349,13 +369,19 @@ def instances_up(prometheus: Prometheus) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def scraping(
-    prometheus: Prometheus, traffic: Traffic, cluster: Cluster, replica: Service, jaeger: Jaeger
+    prometheus: Prometheus,
+    traffic: Traffic,
+    cluster: Cluster,
+    replica: Service,
+    auditor: Service,
+    jaeger: Jaeger,
 ) -> Prometheus:
     """Prometheus once every target is up, rates have two samples to work with, and the
     spell without a dead-letter stream is over."""
     expected = {
         **{f"{name} 127.0.0.1:{cluster[name].port}": "1" for name in SERVICES},
         f"{REPLICA_OF} 127.0.0.1:{replica.port}": "1",
+        f"{CONSUL_SERVICE} 127.0.0.1:{auditor.port}": "1",
         f"jaeger {jaeger.spanmetrics_address}": "1",
         f"prometheus {prometheus.url.removeprefix('http://')}": "1",
     }
