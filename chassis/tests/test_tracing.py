@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Callable
 
 import pytest
-from fastapi import FastAPI
+from fastapi import BackgroundTasks, FastAPI
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -181,3 +182,25 @@ def test_an_http_exporter_pointed_at_the_grpc_port_says_what_to_set(
     assert len(hints) == 1  # once, not per batch
     assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc" in hints[0]["event"]
     assert "4318" in hints[0]["event"]
+
+
+async def test_the_server_span_ends_with_the_response_not_with_work_after_it(
+    app: FastAPI, span_exporter: InMemorySpanExporter
+) -> None:
+    """Background work after the response (and the access log) is not the request's latency:
+    the server span must not outlast the caller's span that waits for the response."""
+
+    async def later() -> None:
+        await asyncio.sleep(0.3)
+
+    @app.get("/with-background-work")
+    async def with_background_work(tasks: BackgroundTasks) -> dict[str, str]:
+        tasks.add_task(later)
+        return {"ok": "yes"}
+
+    async with serve(app) as client:
+        assert (await client.get("/with-background-work")).status_code == 200
+    (server,) = [s for s in span_exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert server.end_time is not None
+    assert server.start_time is not None
+    assert (server.end_time - server.start_time) / 1e9 < 0.25

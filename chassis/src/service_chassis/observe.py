@@ -122,13 +122,20 @@ class ObserveRequests:
         started = time.perf_counter()
 
         response_started = False
+        span_open = span is not None
 
         async def send_and_note_status(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, span_open
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
             await send(message)
+            last_body = message["type"] == "http.response.body" and not message.get("more_body")
+            if span is not None and span_open and last_body:
+                # The response is out: the span ends now, not after the bookkeeping below, so
+                # it never outlasts the caller's span that waits for this response.
+                span_open = False
+                _finish(span, method, route_template(scope), status, "")
 
         deadline = enter_request_deadline(scope["headers"])  # X-Request-Timeout, if sent
         try:
@@ -159,7 +166,7 @@ class ObserveRequests:
                     http_status=status,
                     duration_ms=round(elapsed * 1000, 3),
                 )
-            if span is not None:
+            if span is not None and span_open:
                 _finish(span, method, route, status, error_type)
             if token is not None:
                 otel_context.detach(token)

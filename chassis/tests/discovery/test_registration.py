@@ -59,7 +59,7 @@ async def test_registers_with_the_documented_payload_and_deregisters_on_stop(
         check = body["Check"]
         assert check["HTTP"] == "http://127.0.0.1:8123/health/ready"
         assert (check["Method"], check["Interval"], check["Timeout"]) == ("GET", "10s", "2s")
-        assert check["DeregisterCriticalServiceAfter"] == "1m"
+        assert check["DeregisterCriticalServiceAfter"] == "10m"
         # The check and the metrics path are real routes of this app.
         assert (await client.get(check["HTTP"].split(":8123", 1)[1])).status_code == 200
         assert (await client.get(body["Meta"]["metrics_path"])).status_code == 200

@@ -34,8 +34,10 @@ class DiscoverySettings(BaseSettings):
     # The HTTP check Consul runs against /health/ready, in Consul's duration syntax.
     consul_check_interval: str = "10s"
     consul_check_timeout: str = "2s"
-    # Consul removes an instance whose check stays critical this long (1m at the least).
-    consul_deregister_after: str = "1m"
+    # Consul removes an instance whose check stays critical this long (1m at the least). Longer
+    # than the ServiceDown alert's `for` (1m), so a crashed instance is a failing scrape target
+    # long enough for the alert to fire before it disappears from discovery.
+    consul_deregister_after: str = "10m"
 
     # Registration retries with exponential backoff and jitter while the agent is unusable,
     # then checks every resync period that the agent still knows the instance.
