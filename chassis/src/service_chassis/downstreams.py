@@ -70,8 +70,9 @@ class Downstream:
     def url_variable(self) -> str:
         return f"{env_prefix(self.name)}URL"
 
-    def __call__(self, request: Request) -> ResilientClient:
-        # As a FastAPI dependency: the client the app declared under this name.
+    async def __call__(self, request: Request) -> ResilientClient:
+        # As a FastAPI dependency: the client the app declared under this name. (async, as
+        # FastAPI runs a plain def dependency in a worker thread, on every request.)
         downstreams: Downstreams = request.app.state.downstreams
         return downstreams[self.name]
 

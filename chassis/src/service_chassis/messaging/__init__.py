@@ -145,7 +145,7 @@ def _host_port(server: str) -> bool:
     return bool(host) and "/" not in host and port.isdigit()
 
 
-def event_publisher(request: Request) -> EventPublisher:
+async def event_publisher(request: Request) -> EventPublisher:
     """FastAPI dependency: the service's publisher, or a 503 problem when messaging is off."""
     messaging: Messaging | None = getattr(request.app.state, "messaging", None)
     if messaging is None:

@@ -50,7 +50,8 @@ class ItemStore:
         return item
 
 
-def item_store(request: Request) -> ItemStore:
+async def item_store(request: Request) -> ItemStore:
+    # async: FastAPI runs a plain def dependency in a worker thread, on every request.
     store: ItemStore = request.app.state.items
     return store
 
