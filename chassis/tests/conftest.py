@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from service_chassis.testing.otlp_receiver import OtlpReceiver, run_receiver
-from service_chassis.testing.servers import RecordingDownstream, run_downstream
+from service_chassis.testing.servers import RecordingDownstream, run_downstream, serve
 from tests.sample.app import create_app
 from tests.sample.settings import Settings
 
@@ -65,15 +64,6 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 def app(settings: Settings, tracer_provider: TracerProvider) -> FastAPI:
     return create_app(settings, tracer_provider=tracer_provider)
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan and talk to it in process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-            yield client
 
 
 @pytest.fixture

@@ -16,11 +16,9 @@ from service_chassis import (
     Service,
 )
 from service_chassis.downstreams import UndeclaredDownstreamError
-from service_chassis.testing.servers import RecordingDownstream
+from service_chassis.testing.servers import RecordingDownstream, serve
 from service_chassis.testing.wiring import downstream_urls
 from tests.sample.settings import Settings
-
-from .conftest import serve
 
 PAYMENTS = Downstream("payments")
 CATALOG = Downstream("catalog", optional=True)

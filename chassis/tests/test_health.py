@@ -8,8 +8,7 @@ from fastapi import FastAPI
 
 from service_chassis import Service
 from service_chassis.health import HealthRegistry
-
-from .conftest import serve
+from service_chassis.testing.servers import serve
 
 
 async def test_liveness_has_no_dependency_checks(client: httpx.AsyncClient) -> None:

@@ -8,8 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from service_chassis.logs import configure_logging
-
-from .conftest import serve
+from service_chassis.testing.servers import serve
 
 
 def series(app: FastAPI, metric: str) -> list[dict[str, str]]:

@@ -8,11 +8,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from service_chassis.testing.servers import RecordingDownstream
+from service_chassis.testing.servers import RecordingDownstream, serve
 from tests.sample.app import create_app
 from tests.sample.settings import Settings
-
-from .conftest import serve
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"

@@ -8,10 +8,9 @@ import pytest
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
+from service_chassis.testing.servers import serve
 from tests.sample.app import create_app
 from tests.sample.settings import Settings
-
-from .conftest import serve
 
 MEMBERS = {"type", "title", "status", "detail", "instance", "trace_id"}
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

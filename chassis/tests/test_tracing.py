@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from service_chassis.logs import configure_logging
 from service_chassis.testing.otlp_receiver import OtlpReceiver
+from service_chassis.testing.servers import serve
 from service_chassis.tracing import (
     FastHttpSpanExporter,
     UnknownExporterError,
@@ -23,8 +24,6 @@ from service_chassis.tracing import (
 )
 from tests.sample.app import create_app
 from tests.sample.settings import Settings
-
-from .conftest import serve
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

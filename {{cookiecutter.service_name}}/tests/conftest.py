@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -11,7 +10,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from service_chassis.testing.otlp_receiver import OtlpReceiver, run_receiver
-from service_chassis.testing.servers import RecordingDownstream, free_port, run_downstream
+from service_chassis.testing.servers import (
+    RecordingDownstream,
+    free_port,
+    run_downstream,
+    serve,
+)
 
 from {{ cookiecutter.__package_name }}.app import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
@@ -50,15 +54,6 @@ def make_settings() -> Callable[..., Settings]:
 @pytest.fixture
 def app(make_settings: Callable[..., Settings], tracer_provider: TracerProvider) -> FastAPI:
     return create_app(make_settings(), tracer_provider=tracer_provider)
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan and talk to it in process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-            yield client
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ from pydantic import ValidationError
 
 from service_chassis.discovery.registration import Registration, backoff
 from service_chassis.discovery.settings import DiscoverySettings
-from service_chassis.testing.servers import free_port
+from service_chassis.testing.servers import free_port, serve
 
-from ..conftest import serve
 from .consul_server import FakeConsul, problems_with_registration
 
 

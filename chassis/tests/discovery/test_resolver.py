@@ -26,11 +26,10 @@ from service_chassis.discovery.resolver import (
     is_consul_url,
 )
 from service_chassis.discovery.settings import DiscoverySettings
-from service_chassis.testing.servers import free_port
+from service_chassis.testing.servers import free_port, serve
 from tests.sample.example.events import ExampleHandler
 from tests.sample.settings import Settings
 
-from ..conftest import serve
 from .consul_server import FakeConsul
 from .instances import ServiceInstance, run_instances
 

@@ -20,10 +20,11 @@ from service_chassis.messaging.events import Event, NewEvent
 from service_chassis.messaging.settings import MessagingSettings
 from service_chassis.metrics import Metrics
 from service_chassis.testing.brokers import BrokerUnderTest
+from service_chassis.testing.servers import eventually
 from tests.sample.settings import Settings
 
 from ..resilience.faults import Fault, run_faulty_downstream
-from .support.app import eventually, running_service
+from .support.app import running_service
 
 pytestmark = pytest.mark.integration
 

@@ -24,10 +24,9 @@ from service_chassis.messaging.settings import MessagingSettings
 from service_chassis.messaging.transport import subscriber_function, whole_message
 from service_chassis.testing.brokers import BrokerUnderTest
 from service_chassis.testing.kafka import KafkaBroker
-from service_chassis.testing.servers import free_port
+from service_chassis.testing.servers import free_port, serve
 from tests.sample.settings import Settings
 
-from ..conftest import serve
 from .support.app import build_service, running_service
 
 

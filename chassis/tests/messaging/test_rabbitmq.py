@@ -13,9 +13,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from service_chassis.messaging.events import Event
 from service_chassis.testing.brokers import BrokerUnderTest
 from service_chassis.testing.rabbitmq import RabbitBroker
+from service_chassis.testing.servers import eventually
 from tests.sample.settings import Settings
 
-from .support.app import eventually, running_service
+from .support.app import running_service
 
 pytestmark = pytest.mark.integration
 

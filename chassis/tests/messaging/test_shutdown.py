@@ -13,9 +13,9 @@ import pytest
 from service_chassis.messaging.settings import MessagingSettings
 from service_chassis.testing.brokers import BrokerUnderTest
 from service_chassis.testing.servers import RecordingDownstream, ServiceProcess, start_service
+from service_chassis.testing.wiring import messaging_environment
 
 from ..conftest import PACKAGE
-from .support.app import messaging_env
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def test_sigterm_with_messages_in_flight_loses_none(
     """The service runs as a real process; its handler calls a slow downstream."""
     downstream.delay = 0.3  # 16 events take over a second: the stop comes mid-way
     env = {
-        **messaging_env(settings, broker.system),
+        **messaging_environment(broker.system, settings),
         "DOWNSTREAM_URL": downstream.url,
         "OTEL_TRACES_EXPORTER": "none",
         "LOG_LEVEL": "INFO",

@@ -15,11 +15,11 @@ from service_chassis.messaging.events import Event, NewEvent
 from service_chassis.messaging.settings import MessagingSettings
 from service_chassis.testing.brokers import BrokerUnderTest
 from service_chassis.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
-from service_chassis.testing.servers import RecordingDownstream
+from service_chassis.testing.servers import RecordingDownstream, eventually
 from service_chassis.tracing import build_tracer_provider
 from tests.sample.settings import Settings
 
-from .support.app import eventually, running_service
+from .support.app import running_service
 
 pytestmark = pytest.mark.integration
 

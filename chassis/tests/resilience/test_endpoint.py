@@ -18,12 +18,11 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from service_chassis import Service
-from service_chassis.testing.servers import free_port
+from service_chassis.testing.servers import free_port, serve
 from tests.sample.app import create_app
 from tests.sample.example.downstream import DOWNSTREAM
 from tests.sample.settings import Settings
 
-from ..conftest import serve
 from .conftest import knobs
 from .faults import OK, Fault, FaultyDownstream, problem
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from service_chassis.testing.servers import RecordingDownstream
+from service_chassis.testing.servers import RecordingDownstream, serve
 
 from {{ cookiecutter.__package_name }}.app import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
-
-from ..conftest import serve
 
 
 async def test_get_calls_the_downstream_with_the_trace(

@@ -8,14 +8,12 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from service_chassis.testing.brokers import BrokerUnderTest, broker_under_test
-from service_chassis.testing.servers import RecordingDownstream, until
+from service_chassis.testing.servers import RecordingDownstream, eventually, serve
 from service_chassis.testing.wiring import messaging_environment
 
 from {{ cookiecutter.__package_name }} import BROKER
 from {{ cookiecutter.__package_name }}.app import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
-
-from ..conftest import serve
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
@@ -46,7 +44,11 @@ async def test_a_published_event_is_consumed_and_calls_the_downstream_in_the_sam
             )
             assert response.status_code == 202, response.text
             event_id = response.json()["id"]
-            await until(lambda: bool(downstream.requests), within=15)
+            await eventually(
+                lambda: bool(downstream.requests),
+                within=15,
+                what="the event reached the downstream",
+            )
     finally:
         await broker.cleanup(settings)
     [headers] = downstream.requests

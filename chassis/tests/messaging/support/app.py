@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -16,10 +14,9 @@ from service_chassis import Service
 from service_chassis.messaging import Messaging
 from service_chassis.messaging.consumer import EventHandler
 from service_chassis.messaging.settings import MessagingSettings
+from service_chassis.testing.servers import serve
 from tests.sample.example import downstream, events, items
 from tests.sample.settings import Settings
-
-from ...conftest import serve
 
 
 @dataclass
@@ -66,28 +63,3 @@ async def running_service(
     assert service.messaging is not None
     async with serve(service.app) as client:
         yield RunningService(service.app, service, client, service.messaging)
-
-
-async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], within: float = 10.0, what: str = ""
-) -> None:
-    """Wait until ``condition`` holds; fail with ``what`` when it does not in time."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not within {within} s: {what or condition}")
-
-
-def messaging_env(settings: MessagingSettings, broker: str) -> dict[str, str]:
-    """``settings`` as the environment variables a service process reads."""
-    env = {"MESSAGING_ENABLED": "true", "MESSAGING_BROKER": broker}
-    for name, field in MessagingSettings.model_fields.items():
-        value = getattr(settings, name)
-        if name != "enabled" and value is not None and isinstance(field.validation_alias, str):
-            env[field.validation_alias] = str(value)
-    return env
