@@ -2,9 +2,9 @@
 
     make demo
 
-gateway (HTTP only) relays a POST to orders through its resilient client; orders publishes an
-event on NATS; shipping consumes it and calls the gateway back (and registers itself in a
-Consul stand-in). Every service exports its spans to Jaeger (gateway and shipping over
+storefront (HTTP only) relays a POST to orders through its resilient client; orders publishes an
+event on NATS; shipping consumes it and calls the storefront back (and registers itself in a
+Consul stand-in). Every service exports its spans to Jaeger (storefront and shipping over
 OTLP/gRPC, orders over OTLP/HTTP); the trace is read back from Jaeger's query API, printed as
 a tree, and its Jaeger URL shown.
 
@@ -110,7 +110,7 @@ def main() -> int:
         try:
             with jaeger_for_the_demo(Path(workdir)) as (jaeger, started_here):
                 step(
-                    "Baking gateway (no broker), orders (NATS) and shipping (NATS, Consul, "
+                    "Baking storefront (no broker), orders (NATS) and shipping (NATS, Consul, "
                     "Python 3.12)"
                 )
                 with running_cluster(
@@ -122,10 +122,10 @@ def main() -> int:
                             f"{name:<9} {service.url}  ready: {ready['status']}  "
                             f"checks: {', '.join(ready['checks']) or '-'}"
                         )
-                    step("POST /downstream on gateway, with a traceparent")
+                    step("POST /downstream on storefront, with a traceparent")
                     start_ns = time.time_ns()
                     response = httpx.post(
-                        cluster["gateway"].url + "/downstream",
+                        cluster["storefront"].url + "/downstream",
                         json={"type": "order.placed", "data": {"order": 7}},
                         headers={"traceparent": f"00-{trace_id}-{root_span}-01"},
                         timeout=10,
@@ -136,9 +136,9 @@ def main() -> int:
                     print(response.status_code, json.dumps(response.json()))
 
                     def complete() -> bool:
-                        """The callback from shipping to the gateway is the trace's last hop."""
+                        """The callback from shipping to the storefront is the trace's last hop."""
                         return any(
-                            s.service == "gateway" and s.name == "GET /items/{item_id}"
+                            s.service == "storefront" and s.name == "GET /items/{item_id}"
                             for s in jaeger.trace(trace_id)
                         )
 

@@ -4,22 +4,27 @@
 #   Jaeger v2         jaegertracing/jaeger:<v>   -> github.com/jaegertracing/jaeger, cmd/jaeger
 #   Prometheus 3      prom/prometheus:v<v>       -> github.com/prometheus/prometheus, cmd/prometheus
 #                                                   and cmd/promtool
-# Each is built from its own module source, with its own go.mod and go.sum (the dependency
-# versions its release used), and cached by version under
+#   the API gateway   service-template/gateway:<v> -> gateway/ of this repository: Caddy <v>
+#                                                   (github.com/caddyserver/caddy/v2) with the
+#                                                   rate limiter and gateway/edge, as `caddy`
+# Jaeger and Prometheus are built from their own module source, with its own go.mod and go.sum
+# (the dependency versions its release used); the gateway from gateway/go.mod and go.sum, which
+# must require Caddy at the compose file's version. Each is cached by version under
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/service-template/stack/<name>-<version>/
-# so a second run costs a fraction of a second. Needs Go (1.25 or later; `go` on PATH or in
-# /usr/local/go/bin) and the Go module proxy. The web UIs are not built: Prometheus serves its
+# (the gateway's directory name adds a digest of gateway/'s Go sources, so an edit rebuilds it)
+# so a second run costs a fraction of a second. Needs Go (1.26 or later, which Caddy 2.11
+# requires; `go` on PATH or in /usr/local/go/bin) and the Go module proxy. The web UIs are not built: Prometheus serves its
 # API without its UI assets (they are embedded only with the `builtinassets` tag), Jaeger
 # serves a placeholder page instead of its React UI; both APIs are complete.
 #
-# Usage: scripts/install-stack.sh [--check] [jaeger] [prometheus]
-#   Builds what is named (both by default) and prints one `name=path` line per program on
-#   stdout (jaeger; prometheus and promtool), in shell syntax: `eval "$(...)"` sets $jaeger,
-#   $prometheus and $promtool. Progress goes to stderr. With --check nothing is built: exit 1
+# Usage: scripts/install-stack.sh [--check] [jaeger] [prometheus] [gateway]
+#   Builds what is named (all three by default) and prints one `name=path` line per program on
+#   stdout (jaeger; prometheus and promtool; caddy), in shell syntax: `eval "$(...)"` sets
+#   $jaeger, $prometheus, $promtool and $caddy. Progress goes to stderr. With --check nothing is built: exit 1
 #   when a program is missing.
 # Usage: scripts/install-stack.sh --run
-#   Builds both if needed, then runs them in the foreground as docker-compose.yml does, with
-#   the repository's configs, on 127.0.0.1 and the compose file's ports, until Ctrl-C (see
+#   Builds all three if needed, then runs them in the foreground as docker-compose.yml does,
+#   with the repository's configs, on 127.0.0.1 and the compose file's ports, until Ctrl-C (see
 #   observability/README.md, "Without Docker").
 set -euo pipefail
 
@@ -31,19 +36,19 @@ CHECK_ONLY=false
 RUN=false
 WANTED=()
 
-usage() { echo "usage: $0 [--check] [jaeger] [prometheus] | $0 --run" >&2; exit 2; }
+usage() { echo "usage: $0 [--check] [jaeger] [prometheus] [gateway] | $0 --run" >&2; exit 2; }
 for arg in "$@"; do
     case "$arg" in
         --check) CHECK_ONLY=true ;;
         --run) RUN=true ;;
-        jaeger | prometheus) WANTED+=("$arg") ;;
+        jaeger | prometheus | gateway) WANTED+=("$arg") ;;
         *) usage ;;
     esac
 done
 if [ "$RUN" = true ] && { [ "$CHECK_ONLY" = true ] || [ "${#WANTED[@]}" -gt 0 ]; }; then
     usage
 fi
-[ "${#WANTED[@]}" -gt 0 ] || WANTED=(jaeger prometheus)
+[ "${#WANTED[@]}" -gt 0 ] || WANTED=(jaeger prometheus gateway)
 declare -A BUILT=()
 
 say() { echo "install-stack: $*" >&2; }
@@ -134,6 +139,40 @@ verify_jaeger() {
             "release that has a v1.x Go module version (2.13.0, v1.76.0, is the newest served)"
 }
 
+GATEWAY_DIR="${STACK_GATEWAY_DIR:-$ROOT/gateway}"
+
+# A digest of what the gateway's build reads (go.mod, go.sum, the Go files): part of its
+# cache directory's name, so an edited edge module or a bumped plugin is rebuilt.
+gateway_digest() {
+    (cd "$GATEWAY_DIR" && find . \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 |
+        LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12
+}
+
+# build_gateway VERSION TARGET: gateway/ (Caddy VERSION, the rate limiter, gateway/edge) as
+# TARGET/caddy, with gateway/go.mod and go.sum as they are.
+build_gateway() {
+    local version=$1 target=$2 go work started
+    grep -qE "^[[:space:]]*github.com/caddyserver/caddy/v2 v${version//./\\.}\$" \
+        "$GATEWAY_DIR/go.mod" ||
+        die "gateway/go.mod does not require github.com/caddyserver/caddy/v2 v$version, the" \
+            "version docker-compose.yml pins: change both together"
+    go="$(find_go)"
+    started=$SECONDS
+    say "building the gateway: Caddy $version with gateway/go.mod (first time only; minutes)"
+    mkdir -p "$CACHE"
+    work="$(mktemp -d "$CACHE/.build-gateway-XXXXXX")"
+    # shellcheck disable=SC2064  # expand now: $work is local
+    trap "rm -rf '$work'" EXIT
+    mkdir "$work/bin"
+    (cd "$GATEWAY_DIR" && CGO_ENABLED=0 GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false" \
+        "$go" build -trimpath -o "$work/bin/caddy" .)
+    rm -rf "$target"
+    mv "$work/bin" "$target"
+    rm -rf "$work"
+    trap - EXIT
+    say "built the gateway (Caddy $version) in $((SECONDS - started)) s: $target"
+}
+
 # ensure NAME VERSION PROGRAM...: print name=path for each program, building when missing.
 ensure() {
     local name=$1 version=$2 dir program missing=false
@@ -161,6 +200,7 @@ ensure() {
                     "-X github.com/jaegertracing/jaeger/internal/version.latestVersion=v$version" \
                     cmd/jaeger
                 ;;
+            gateway) build_gateway "$GATEWAY_VERSION" "$dir" ;;
         esac
     fi
     for program in "$@"; do
@@ -247,6 +287,7 @@ run_stack() {
 JAEGER_VERSION="$(image_tag jaegertracing/jaeger)"
 PROMETHEUS_VERSION="$(image_tag prom/prometheus)"
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION#v}"
+GATEWAY_VERSION="$(image_tag service-template/gateway)"
 
 if [ "$CHECK_ONLY" = false ]; then
     # One build at a time per cache, whoever runs it (make test and a user's shell alike).
@@ -259,6 +300,7 @@ for name in "${WANTED[@]}"; do
     case "$name" in
         jaeger) ensure jaeger "$JAEGER_VERSION" jaeger ;;
         prometheus) ensure prometheus "$PROMETHEUS_VERSION" prometheus promtool ;;
+        gateway) ensure gateway "$GATEWAY_VERSION-$(gateway_digest)" caddy ;;
     esac
 done
 
@@ -266,7 +308,7 @@ if [ "$RUN" = true ]; then
     exec 9>&-  # the build lock: another shell may build while this one runs the stack
     run_stack
 fi
-for program in jaeger prometheus promtool; do
+for program in jaeger prometheus promtool caddy; do
     if [ -n "${BUILT[$program]:-}" ]; then
         printf '%s=%q\n' "$program" "${BUILT[$program]}"
     fi

@@ -37,9 +37,9 @@ from tests.stack.programs import Jaeger, JaegerSpan
 TEMPLATE = Path(os.environ.get("SERVICE_TEMPLATE_DIR") or Path(__file__).resolve().parents[2])
 
 # Three services, each baked with different options, playing the parts of the trace:
-# gateway (HTTP only) -> orders (publishes) -> shipping (consumes, calls the gateway back).
+# storefront (HTTP only) -> orders (publishes) -> shipping (consumes, calls the storefront back).
 BAKES: dict[str, dict[str, str]] = {
-    "gateway": {"service_name": "gateway", "messaging": "none", "discovery": "none"},
+    "storefront": {"service_name": "storefront", "messaging": "none", "discovery": "none"},
     "orders": {"service_name": "orders", "messaging": "nats", "discovery": "kubernetes"},
     "shipping": {
         "service_name": "shipping",
@@ -49,7 +49,7 @@ BAKES: dict[str, dict[str, str]] = {
     },
 }
 # How each service sends its spans to Jaeger: both OTLP transports are in every run.
-OTLP_PROTOCOLS = {"gateway": "grpc", "orders": "http/protobuf", "shipping": "grpc"}
+OTLP_PROTOCOLS = {"storefront": "grpc", "orders": "http/protobuf", "shipping": "grpc"}
 
 
 @dataclass
@@ -211,7 +211,7 @@ def running_cluster(
             "CONSUL_CHECK_INTERVAL": "1s",
         }
         envs: Mapping[str, dict[str, str]] = {
-            "gateway": {"DOWNSTREAM_URL": f"http://127.0.0.1:{ports['orders']}/events"},
+            "storefront": {"DOWNSTREAM_URL": f"http://127.0.0.1:{ports['orders']}/events"},
             "orders": {
                 "BROKER_URL": broker_url,
                 "MESSAGING_DESTINATION": destination,
@@ -221,7 +221,7 @@ def running_cluster(
                 "BROKER_URL": broker_url,
                 "MESSAGING_DESTINATION": destination,
                 "MESSAGING_DEAD_LETTER_DESTINATION": f"{run_prefix}.shipping.dlq",
-                "DOWNSTREAM_URL": f"http://127.0.0.1:{ports['gateway']}/items/1",
+                "DOWNSTREAM_URL": f"http://127.0.0.1:{ports['storefront']}/items/1",
             },
         }
         services = {

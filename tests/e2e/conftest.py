@@ -9,5 +9,5 @@ from tests.stack.programs import require_stack_binaries
 
 @pytest.fixture(scope="session")
 def stack_binaries() -> dict[str, Path]:
-    """Jaeger as scripts/install-stack.sh built it."""
-    return require_stack_binaries("jaeger")
+    """Jaeger and the gateway as scripts/install-stack.sh built them."""
+    return require_stack_binaries("jaeger", "gateway")

@@ -1,9 +1,9 @@
 """One request across three baked services, HTTP and the broker, as one trace in a real Jaeger.
 
-gateway (messaging none) relays a POST to orders' /events through its resilient client;
+storefront (messaging none) relays a POST to orders' /events through its resilient client;
 orders publishes the event on the broker (NATS, then RabbitMQ); shipping consumes it and calls
-the gateway back over HTTP. All run as real processes and export their spans to a real Jaeger
-v2 running observability/jaeger/config.yaml (addresses aside): gateway and shipping over
+the storefront back over HTTP. All run as real processes and export their spans to a real Jaeger
+v2 running observability/jaeger/config.yaml (addresses aside): storefront and shipping over
 OTLP/gRPC, orders over OTLP/HTTP. The trace is read back through Jaeger's query API, the one
 its UI calls, and found again by the UI's search.
 """
@@ -30,7 +30,7 @@ from tests.stack.programs import Jaeger, JaegerSpan, run_jaeger, send_client_spa
 pytestmark = [pytest.mark.bake, pytest.mark.xdist_group("e2e")]
 
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
-SERVICES = ("gateway", "orders", "shipping")
+SERVICES = ("storefront", "orders", "shipping")
 CLIENT_NAME = "e2e-client"  # the test's own root span
 BROKERS = {
     "nats": (os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222"), 4222, "nats-server -js"),
@@ -78,7 +78,7 @@ def spans(cluster: Cluster, request_ids: tuple[str, str]) -> list[JaegerSpan]:
     trace_id, root_span = request_ids
     start_ns = time.time_ns()
     response = httpx.post(
-        cluster["gateway"].url + "/downstream",
+        cluster["storefront"].url + "/downstream",
         json={"type": "order.placed", "data": {"order": 7}},
         headers={"traceparent": f"00-{trace_id}-{root_span}-01", "baggage": "tenant=acme"},
         timeout=10,
@@ -96,11 +96,11 @@ def spans(cluster: Cluster, request_ids: tuple[str, str]) -> list[JaegerSpan]:
     assert response.json()["status"] == 202
 
     def complete() -> list[JaegerSpan]:
-        """The trace once its last spans (shipping's call back to the gateway) are in."""
+        """The trace once its last spans (shipping's call back to the storefront) are in."""
         found = cluster.trace(trace_id)
         has_consumer = any(s.service == "shipping" and s.kind == CONSUMER for s in found)
         has_callback = any(
-            (s.service, s.kind, s.name) == ("gateway", SERVER, "GET /items/{item_id}")
+            (s.service, s.kind, s.name) == ("storefront", SERVER, "GET /items/{item_id}")
             for s in found
         )
         return found if has_consumer and has_callback else []
@@ -134,11 +134,11 @@ def test_every_span_has_the_parent_that_caused_it(
 ) -> None:
     trace_id, root_span = request_ids
     print(trace_tree(spans, trace_id))
-    entry = one(spans, service="gateway", kind=SERVER, name="POST /downstream")
+    entry = one(spans, service="storefront", kind=SERVER, name="POST /downstream")
     assert entry.parent_span_id == root_span
     publish_request = one(spans, service="orders", kind=SERVER, name="POST /events")
     relay = next(s for s in spans if s.span_id == publish_request.parent_span_id)
-    assert (relay.service, relay.kind) == ("gateway", CLIENT)
+    assert (relay.service, relay.kind) == ("storefront", CLIENT)
     assert entry in ancestors(spans, relay)
 
     # FastStream: a "create" span for the message, a "publish" span for sending it, and on the
@@ -150,7 +150,7 @@ def test_every_span_has_the_parent_that_caused_it(
     process = one(spans, service="shipping", kind=CONSUMER)
     assert process.parent_span_id == create.span_id
 
-    callback = one(spans, service="gateway", kind=SERVER, name="GET /items/{item_id}")
+    callback = one(spans, service="storefront", kind=SERVER, name="GET /items/{item_id}")
     call = next(s for s in spans if s.span_id == callback.parent_span_id)
     assert (call.service, call.kind) == ("shipping", CLIENT)
     assert process in ancestors(spans, call)
@@ -206,23 +206,23 @@ def test_jaegers_search_finds_the_trace(
         operations = jaeger.operations(service)
         assert {s.name for s in spans if s.service == service} <= set(operations), service
 
-    assert trace_id in jaeger.search("gateway", "POST /downstream")
+    assert trace_id in jaeger.search("storefront", "POST /downstream")
     assert trace_id in jaeger.search(
-        "gateway", "POST /downstream", tags={"http.response.status_code": 200}
+        "storefront", "POST /downstream", tags={"http.response.status_code": 200}
     )
     assert trace_id in jaeger.search("orders", tags={"http.route": "/events"})
     assert trace_id in jaeger.search(
         "shipping", tags={"messaging.system": broker, "messaging.operation": "process"}
     )
-    callback = one(spans, service="gateway", kind=SERVER, name="GET /items/{item_id}")
+    callback = one(spans, service="storefront", kind=SERVER, name="GET /items/{item_id}")
     assert trace_id in jaeger.search(
-        "gateway",
+        "storefront",
         "GET /items/{item_id}",
         tags={"http.response.status_code": callback.attributes["http.response.status_code"]},
     )
     # A tag the trace does not have finds other traces only.
     assert trace_id not in jaeger.search(
-        "gateway", "POST /downstream", tags={"http.response.status_code": 599}
+        "storefront", "POST /downstream", tags={"http.response.status_code": 599}
     )
 
 
@@ -289,9 +289,9 @@ def test_each_service_counted_it(spans: list[JaegerSpan], cluster: Cluster) -> N
     def metrics(name: str) -> str:
         return httpx.get(cluster[name].url + "/metrics", timeout=5).text
 
-    gateway, orders, shipping = metrics("gateway"), metrics("orders"), metrics("shipping")
-    assert 'http_route="/downstream"' in gateway
-    assert 'http_route="/items/{item_id}"' in gateway
+    storefront, orders, shipping = metrics("storefront"), metrics("orders"), metrics("shipping")
+    assert 'http_route="/downstream"' in storefront
+    assert 'http_route="/items/{item_id}"' in storefront
     assert 'http_route="/events"' in orders
     assert "faststream_published_messages_total" in orders
     assert "faststream_received_processed_messages_total" in shipping

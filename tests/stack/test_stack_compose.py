@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
 
-CORE = {"jaeger", "prometheus", "grafana"}
+CORE = {"jaeger", "prometheus", "grafana", "gateway"}
 PROFILED = {"nats": "nats", "rabbitmq": "rabbitmq", "kafka": "kafka", "consul": "consul"}
 # Services whose state should survive `docker compose down` / a restart.
 STATEFUL = {"prometheus", "grafana", "nats", "rabbitmq", "kafka"}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -77,6 +79,8 @@ def sandbox(tmp_path: Path) -> dict[str, str]:
         "\nv1.75.0 / v2.12.0 (2025-11-13)\n---\n"
     )
     (tmp_path / "compose.yml").write_text(compose_with("2.13.0", "3.14.0"))
+    # The gateway builds from a folder of the repository: a copy, so a test may edit it.
+    shutil.copytree(REPO / "gateway", tmp_path / "gateway")
     return {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "HOME": str(tmp_path),
@@ -84,6 +88,7 @@ def sandbox(tmp_path: Path) -> dict[str, str]:
         "FAKE_MODULES": str(modules),
         "STACK_CACHE_DIR": str(tmp_path / "cache"),
         "STACK_COMPOSE_FILE": str(tmp_path / "compose.yml"),
+        "STACK_GATEWAY_DIR": str(tmp_path / "gateway"),
     }
 
 
@@ -115,18 +120,26 @@ def test_builds_the_compose_files_versions_from_their_modules(sandbox: dict[str,
     result = run_script(sandbox)
     assert result.returncode == 0, result.stderr
     cache = Path(sandbox["STACK_CACHE_DIR"])
-    assert printed_paths(result) == {
+    printed = printed_paths(result)
+    gateway = Path(printed.pop("caddy"))
+    assert printed == {
         "jaeger": str(cache / "jaeger-2.13.0" / "jaeger"),
         "prometheus": str(cache / "prometheus-3.14.0" / "prometheus"),
         "promtool": str(cache / "prometheus-3.14.0" / "promtool"),
     }
+    # The gateway: Caddy at the compose file's tag, its directory named by a digest too.
+    assert gateway.name == "caddy"
+    assert re.fullmatch(r"gateway-2\.11\.9-[0-9a-f]{12}", gateway.parent.name), gateway
+    assert gateway.parent.parent == cache
     go = calls(sandbox)
     assert "go mod download -json github.com/jaegertracing/jaeger@v1.76.0" in go
     assert "go mod download -json github.com/prometheus/prometheus@v0.314.0" in go
+    assert any(call.startswith("go build -trimpath -o ") for call in go)
     built = {
         name: subprocess.run([path], capture_output=True, text=True, check=True).stdout
         for name, path in printed_paths(result).items()
     }
+    assert built["caddy"].startswith("built caddy from  ")  # the module's root package, "."
     assert built["jaeger"].startswith("built jaeger from ./cmd/jaeger ")
     assert "internal/version.latestVersion=v2.13.0" in built["jaeger"]
     assert built["prometheus"].startswith("built prometheus from ./cmd/prometheus ")
@@ -134,6 +147,7 @@ def test_builds_the_compose_files_versions_from_their_modules(sandbox: dict[str,
     assert built["promtool"].startswith("built promtool from ./cmd/promtool ")
     # Nothing is left half-built in the cache.
     assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".lock")) == [
+        gateway.parent.name,
         "jaeger-2.13.0",
         "prometheus-3.14.0",
     ]
@@ -165,7 +179,32 @@ def test_check_builds_nothing_and_fails_on_a_missing_program(sandbox: dict[str, 
     assert run_script(sandbox).returncode == 0
     checked = run_script(sandbox, "--check")
     assert checked.returncode == 0, checked.stderr
-    assert set(printed_paths(checked)) == {"jaeger", "prometheus", "promtool"}
+    assert set(printed_paths(checked)) == {"jaeger", "prometheus", "promtool", "caddy"}
+
+
+def test_an_edited_gateway_is_a_new_build(sandbox: dict[str, str]) -> None:
+    """The gateway's sources are this repository's: a change to them builds again, a
+    second run without one does not."""
+    first = printed_paths(run_script(sandbox, "gateway"))["caddy"]
+    assert printed_paths(run_script(sandbox, "gateway"))["caddy"] == first
+    builds = [call for call in calls(sandbox) if call.startswith("go build")]
+    assert len(builds) == 1
+    edge = Path(sandbox["STACK_GATEWAY_DIR"]) / "edge" / "problems.go"
+    edge.write_text(edge.read_text() + "\n// edited\n")
+    second = printed_paths(run_script(sandbox, "gateway"))["caddy"]
+    assert second != first
+    assert len([call for call in calls(sandbox) if call.startswith("go build")]) == 2
+
+
+def test_a_gateway_pin_that_go_mod_does_not_require_is_refused(sandbox: dict[str, str]) -> None:
+    """The compose file's tag and gateway/go.mod's Caddy change together."""
+    compose = yaml.safe_load(Path(sandbox["STACK_COMPOSE_FILE"]).read_text())
+    compose["services"]["gateway"]["image"] = "service-template/gateway:2.11.8"
+    Path(sandbox["STACK_COMPOSE_FILE"]).write_text(yaml.safe_dump(compose))
+    result = run_script(sandbox, "gateway")
+    assert result.returncode == 1
+    assert "does not require github.com/caddyserver/caddy/v2 v2.11.8" in result.stderr
+    assert not [call for call in calls(sandbox) if call.startswith("go build")]
 
 
 def test_a_new_pin_is_a_new_build(sandbox: dict[str, str]) -> None:
@@ -232,6 +271,20 @@ def test_the_built_programs_are_the_versions_the_compose_file_pins(
             [stack_binaries[program], "--version"], capture_output=True, text=True, check=True
         ).stdout
         assert version.startswith(f"{program}, version {prometheus_pin} "), version
+
+    gateway_pin = services["gateway"]["image"].rpartition(":")[2]
+    caddy = stack_binaries["caddy"]
+    version = subprocess.run([caddy, "version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith(f"v{gateway_pin} "), version.stdout
+    modules = subprocess.run(
+        [caddy, "list-modules"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for module in (
+        "http.handlers.rate_limit",
+        "http.handlers.bearer_jwt",
+        "http.handlers.problems",
+    ):
+        assert module in modules
 
 
 def test_make_test_installs_the_stack_before_the_tests() -> None:

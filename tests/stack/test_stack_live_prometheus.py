@@ -2,8 +2,8 @@
 with the repository's configs and rules, watching baked services under real traffic.
 
 Three services are baked and run as processes (tests/e2e/cluster.py), exporting their spans to
-Jaeger: gateway and orders are listed in a target file, shipping registers itself in a Consul
-stand-in that Prometheus's own Consul discovery watches. A second gateway is listed too (the
+Jaeger: storefront and orders are listed in a target file, shipping registers itself in a Consul
+stand-in that Prometheus's own Consul discovery watches. A second storefront is listed too (the
 alert test stops it), and a second shipping consumes in a group of its own with a downstream
 that refuses every call (its events end as dead letters). Prometheus runs
 observability/prometheus as shipped (prometheus.yml, rules/), with addresses substituted only:
@@ -57,12 +57,12 @@ from tests.stack.programs import (
 from tests.stack.programs import prometheus_config as with_stack_addresses
 
 BROKER_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
-FILE_SD_SERVICES = ("gateway", "orders")  # listed in a target file
+FILE_SD_SERVICES = ("storefront", "orders")  # listed in a target file
 CONSUL_SERVICE = "shipping"  # registers itself in Consul
 SERVICES = (*FILE_SD_SERVICES, CONSUL_SERVICE)
 FAILING_SERVICE = "orders"  # its DOWNSTREAM_URL is a port that never answers
 HEALTHY_SERVICE = "shipping"  # nothing it does is an error or slow: no alert
-REPLICA_OF = "gateway"  # a second instance, in the target file, stopped to make ServiceDown fire
+REPLICA_OF = "storefront"  # a second instance, in the target file, stopped to make ServiceDown fire
 # Dashboards every service must fill; the others (messaging, outbound) need some service to.
 EVERY_SERVICE_DASHBOARDS = {"service-overview.json", "service-runtime.json"}
 # The shipped scrape interval is 15 s, and rules wait out their `for` as shipped.
@@ -150,7 +150,7 @@ def cluster(
 
 @pytest.fixture(scope="module")
 def replica(cluster: Cluster) -> Service:
-    """A second gateway instance: scraped through the target file, stopped by the alert test."""
+    """A second storefront instance: scraped through the target file, stopped by the alert test."""
     return cluster.start_replica(REPLICA_OF)
 
 
@@ -206,7 +206,7 @@ class Traffic:
             client.request(method, url, **kwargs)
 
     def _requests(self) -> None:
-        gateway = self.cluster["gateway"].url
+        storefront = self.cluster["storefront"].url
         with httpx.Client(timeout=5) as client:
             tick = 0
             while not self.done.wait(0.2):
@@ -220,7 +220,7 @@ class Traffic:
                     self._send(
                         client,
                         "POST",
-                        gateway + "/downstream",
+                        storefront + "/downstream",
                         json={"type": "order.placed", "data": {"order": tick}},
                     )
                 tick += 1
@@ -492,7 +492,7 @@ def test_every_dashboard_query_returns_data(
 
     def without_numbers() -> list[str]:
         """Overview and runtime queries must answer for every service; messaging and outbound
-        ones for some service (a gateway without a broker has no messaging to show)."""
+        ones for some service (a storefront without a broker has no messaging to show)."""
         failing = []
         for query in dashboard_queries:
             answering = [name for name in SERVICES if has_numbers(query, name)]
