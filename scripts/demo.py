@@ -2,11 +2,14 @@
 
     make demo
 
-storefront (HTTP only) relays a POST to orders through its resilient client; orders publishes an
-event on NATS; shipping consumes it and calls the storefront back (and registers itself in a
-Consul stand-in). Every service exports its spans to Jaeger (storefront and shipping over
-OTLP/gRPC, orders over OTLP/HTTP); the trace is read back from Jaeger's query API, printed as
-a tree, and its Jaeger URL shown.
+The request enters through the API gateway (gateway/Caddyfile and its route table, on the
+Caddy that scripts/install-stack.sh builds from gateway/), which passes /storefront/downstream
+to storefront (HTTP only); storefront relays the POST to orders through its resilient client;
+orders publishes an event on NATS; shipping consumes it and calls the storefront back (and
+registers itself in a Consul stand-in). The gateway and every service export their spans to
+Jaeger (storefront and shipping over OTLP/gRPC, orders and the gateway over OTLP/HTTP); the
+trace is read back from Jaeger's query API, printed as a tree with the gateway's span on top,
+and its Jaeger URL shown.
 
 Jaeger: the one of the local stack when it runs (docker compose up -d, or
 `bash scripts/install-stack.sh --run`), where the trace stays after the demo; otherwise the
@@ -34,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.e2e.cluster import running_cluster, trace_tree  # noqa: E402
 from tests.net import port_open  # noqa: E402
+from tests.stack.gateway import routes  # noqa: E402
 from tests.stack.programs import (  # noqa: E402
     Jaeger,
     JaegerPorts,
@@ -83,7 +87,7 @@ def running_jaeger_at(ports: JaegerPorts) -> Jaeger | None:
 
 
 @contextlib.contextmanager
-def jaeger_for_the_demo(workdir: Path) -> Iterator[tuple[Jaeger, bool]]:
+def jaeger_for_the_demo(workdir: Path, binary: Path) -> Iterator[tuple[Jaeger, bool]]:
     """(Jaeger, started here): the stack's, or one of the demo's own."""
     standard = JaegerPorts.standard()
     found = running_jaeger_at(standard)
@@ -91,10 +95,6 @@ def jaeger_for_the_demo(workdir: Path) -> Iterator[tuple[Jaeger, bool]]:
         print(f"using the Jaeger at {found.ui}")
         yield found, False
         return
-    try:
-        binary = stack_binaries("jaeger", build=True, timeout=None, show_progress=True)["jaeger"]
-    except StackMissing as error:
-        raise SystemExit(f"Jaeger could not be built: {error}") from None
     free = not any(port_open(port) for port in vars(standard).values())
     ports = standard if free else JaegerPorts.free()
     with run_jaeger(binary, workdir / "jaeger", ports) as jaeger:
@@ -104,28 +104,43 @@ def jaeger_for_the_demo(workdir: Path) -> Iterator[tuple[Jaeger, bool]]:
 
 def main() -> int:
     trace_id, root_span = secrets.token_hex(16), secrets.token_hex(8)
+    try:
+        # Built the first time (minutes), then cached: the gateway always, Jaeger for when the
+        # stack's is not running.
+        binaries = stack_binaries("jaeger", "gateway", build=True, timeout=None, show_progress=True)
+    except StackMissing as error:
+        raise SystemExit(f"the stack's programs could not be built: {error}") from None
     with tempfile.TemporaryDirectory() as workdir:
         step("Starting a broker and Jaeger")
         nats = start_nats(Path(workdir) / "nats")
         try:
-            with jaeger_for_the_demo(Path(workdir)) as (jaeger, started_here):
+            with jaeger_for_the_demo(Path(workdir), binaries["jaeger"]) as (jaeger, started_here):
                 step(
                     "Baking storefront (no broker), orders (NATS) and shipping (NATS, Consul, "
                     "Python 3.12)"
                 )
                 with running_cluster(
-                    Path(workdir), f"nats://127.0.0.1:{NATS_PORT}", jaeger
+                    Path(workdir),
+                    f"nats://127.0.0.1:{NATS_PORT}",
+                    jaeger,
+                    gateway_binary=binaries["caddy"],
                 ) as cluster:
+                    gateway = cluster.gateway
+                    assert gateway is not None
                     for name, service in cluster.services.items():
                         ready = httpx.get(service.url + "/health/ready").json()
                         print(
-                            f"{name:<9} {service.url}  ready: {ready['status']}  "
+                            f"{name:<10} {service.url}  ready: {ready['status']}  "
                             f"checks: {', '.join(ready['checks']) or '-'}"
                         )
-                    step("POST /downstream on storefront, with a traceparent")
+                    print(
+                        f"{'gateway':<10} {gateway.url}  routes: "
+                        + ", ".join(f"{r.prefix}/ ({r.auth})" for r in routes())
+                    )
+                    step("POST /storefront/downstream on the gateway, with a traceparent")
                     start_ns = time.time_ns()
                     response = httpx.post(
-                        cluster["storefront"].url + "/downstream",
+                        gateway.url + "/storefront/downstream",
                         json={"type": "order.placed", "data": {"order": 7}},
                         headers={"traceparent": f"00-{trace_id}-{root_span}-01"},
                         timeout=10,
@@ -146,11 +161,18 @@ def main() -> int:
                     time.sleep(1)  # the last client and consumer spans end just after
                     step(f"Trace {trace_id}, read back from Jaeger")
                     print(trace_tree(jaeger.trace(trace_id), trace_id))
-                    step("Each service's log lines with that trace id")
+                    step("The gateway's and each service's log lines with that trace id")
+                    for line in gateway.logs():
+                        if line.get("trace_id") == trace_id:
+                            print(
+                                f"{'gateway':<10} {line['level']:<7} {line['event']}: "
+                                f"{line['request']['method']} {line['request']['uri']} "
+                                f"{line['status']}"
+                            )
                     for name, service in cluster.services.items():
                         for line in service.logs():
                             if line.get("trace_id") == trace_id:
-                                print(f"{name:<9} {line['level']:<7} {line['event']}")
+                                print(f"{name:<10} {line['level']:<7} {line['event']}")
                     step("orders' RED metric for the route it served")
                     metrics = httpx.get(
                         cluster["orders"].url + "/metrics",

@@ -1,10 +1,12 @@
-"""Several baked services as real processes, one broker, a real Jaeger.
+"""Several baked services as real processes, one broker, a real Jaeger, and the API gateway.
 
 Shared by the end-to-end test, the live stack test and ``scripts/demo.py``: bake three services
 with different options, start them with ``python -m`` exporting their spans to Jaeger (one over
 OTLP/gRPC, one over OTLP/HTTP), send them requests and collect what they did: the spans, read
 back through Jaeger's query API, their JSON log lines and their /metrics. The service baked
 with Consul discovery registers itself in a Consul stand-in (tests/stack/consul_standin.py).
+Given the gateway's binary, the gateway (gateway/Caddyfile and its route table as shipped)
+runs in front of the three, exporting its spans to the same Jaeger over OTLP/HTTP.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cookiecutter.main import cookiecutter
 
 from tests.net import free_port
 from tests.stack.consul_standin import ConsulStandin
+from tests.stack.gateway import Gateway, run_gateway
 from tests.stack.programs import Jaeger, JaegerSpan
 
 # The template to bake: this checkout, or another one (e.g. a release tag's) named by
@@ -142,6 +145,7 @@ class Cluster:
     consul: ConsulStandin
     destination: str
     replicas: list[Service] = field(default_factory=list)
+    gateway: Gateway | None = None
 
     def __getitem__(self, name: str) -> Service:
         return self.services[name]
@@ -187,12 +191,14 @@ def running_cluster(
     jaeger: Jaeger,
     extra_env: Mapping[str, Mapping[str, str]] | None = None,
     broker: str = "nats",
+    gateway_binary: Path | None = None,
 ) -> Iterator[Cluster]:
     """Bake, start and wire the three services; stop them all on the way out.
 
     Every service exports its spans to `jaeger` (over the protocol OTLP_PROTOCOLS gives it);
     the one baked with Consul discovery registers in a Consul stand-in started here.
     ``extra_env`` adds (or overrides) environment variables per service, by part name.
+    With ``gateway_binary``, the gateway runs in front of them (``cluster.gateway``).
     """
     projects = bake_all(output, broker)
     # Fresh subjects per run: JetStream keeps streams, and runs must not see each other.
@@ -244,6 +250,15 @@ def running_cluster(
                 service.start()
             for service in services.values():
                 service.wait_ready()
+            if gateway_binary is not None:
+                cluster.gateway = stack.enter_context(
+                    run_gateway(
+                        gateway_binary,
+                        output / "gateway",
+                        {name: f"127.0.0.1:{service.port}" for name, service in services.items()},
+                        jaeger,
+                    )
+                )
             yield cluster
         finally:
             for service in [*services.values(), *cluster.replicas]:
@@ -305,7 +320,7 @@ def trace_tree(spans: list[Any], trace_id: str) -> str:
         for span in sorted(children.get(parent, []), key=lambda s: s.start_ns):
             kind = KIND_NAMES.get(span.kind, "?")
             lines.append(
-                f"{'  ' * depth}{span.service:<9} {kind:<8} {span.name:<32} "
+                f"{'  ' * depth}{span.service:<10} {kind:<8} {span.name:<32} "
                 f"{span.duration_ms:8.2f} ms"
             )
             walk(span.span_id, depth + 1)

@@ -1,11 +1,14 @@
-"""One request across three baked services, HTTP and the broker, as one trace in a real Jaeger.
+"""One request through the API gateway and three baked services, HTTP and the broker, as one
+trace in a real Jaeger.
 
-storefront (messaging none) relays a POST to orders' /events through its resilient client;
+The request enters through the gateway (gateway/Caddyfile, its route table as shipped), whose
+server span is the first of the trace; storefront (messaging none), reached at /storefront/,
+relays the POST to orders' /events through its resilient client;
 orders publishes the event on the broker (NATS, then RabbitMQ); shipping consumes it and calls
 the storefront back over HTTP. All run as real processes and export their spans to a real Jaeger
 v2 running observability/jaeger/config.yaml (addresses aside): storefront and shipping over
-OTLP/gRPC, orders over OTLP/HTTP. The trace is read back through Jaeger's query API, the one
-its UI calls, and found again by the UI's search.
+OTLP/gRPC, orders and the gateway over OTLP/HTTP. The trace is read back through Jaeger's query
+API, the one its UI calls, and found again by the UI's search.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ pytestmark = [pytest.mark.bake, pytest.mark.xdist_group("e2e")]
 
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
 SERVICES = ("storefront", "orders", "shipping")
+GATEWAY = "gateway"  # the API gateway's OTEL_SERVICE_NAME
 CLIENT_NAME = "e2e-client"  # the test's own root span
 BROKERS = {
     "nats": (os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222"), 4222, "nats-server -js"),
@@ -58,12 +62,21 @@ def broker(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(
-    broker: str, jaeger: Jaeger, tmp_path_factory: pytest.TempPathFactory
+    broker: str,
+    jaeger: Jaeger,
+    stack_binaries: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Cluster]:
     url, port, start = BROKERS[broker]
     if not port_open(port):
         pytest.fail(f"no {broker} broker on 127.0.0.1:{port}: start one ({start}), as .ci/run does")
-    with running_cluster(tmp_path_factory.mktemp("e2e"), url, jaeger, broker=broker) as running:
+    with running_cluster(
+        tmp_path_factory.mktemp("e2e"),
+        url,
+        jaeger,
+        broker=broker,
+        gateway_binary=stack_binaries["caddy"],
+    ) as running:
         yield running
 
 
@@ -77,8 +90,9 @@ def request_ids(broker: str) -> tuple[str, str]:
 def spans(cluster: Cluster, request_ids: tuple[str, str]) -> list[JaegerSpan]:
     trace_id, root_span = request_ids
     start_ns = time.time_ns()
+    assert cluster.gateway is not None
     response = httpx.post(
-        cluster["storefront"].url + "/downstream",
+        cluster.gateway.url + "/storefront/downstream",
         json={"type": "order.placed", "data": {"order": 7}},
         headers={"traceparent": f"00-{trace_id}-{root_span}-01", "baggage": "tenant=acme"},
         timeout=10,
@@ -134,8 +148,10 @@ def test_every_span_has_the_parent_that_caused_it(
 ) -> None:
     trace_id, root_span = request_ids
     print(trace_tree(spans, trace_id))
+    edge = one(spans, service=GATEWAY, kind=SERVER, name="POST /storefront/*")
+    assert edge.parent_span_id == root_span
     entry = one(spans, service="storefront", kind=SERVER, name="POST /downstream")
-    assert entry.parent_span_id == root_span
+    assert entry.parent_span_id == edge.span_id
     publish_request = one(spans, service="orders", kind=SERVER, name="POST /events")
     relay = next(s for s in spans if s.span_id == publish_request.parent_span_id)
     assert (relay.service, relay.kind) == ("storefront", CLIENT)
@@ -158,7 +174,9 @@ def test_every_span_has_the_parent_that_caused_it(
     # Every span has its parent in the trace, up to the caller's: nothing was lost on the way.
     (root,) = [s for s in spans if s.parent_span_id not in {s.span_id for s in spans}]
     assert (root.service, root.span_id, root.kind) == (CLIENT_NAME, root_span, CLIENT)
-    assert {s.service for s in spans} == {*SERVICES, CLIENT_NAME}
+    assert {s.service for s in spans} == {*SERVICES, GATEWAY, CLIENT_NAME}
+    # The gateway's is the only span of its own: the callback goes from service to service.
+    assert [s.name for s in spans if s.service == GATEWAY] == ["POST /storefront/*"]
 
 
 def test_spans_follow_the_semantic_conventions(
@@ -189,6 +207,10 @@ def test_spans_follow_the_semantic_conventions(
 
 def test_each_service_describes_itself_in_its_resource(spans: list[JaegerSpan]) -> None:
     for span in spans:
+        if span.service == GATEWAY:
+            assert span.resource["webengine.name"] == "Caddy"
+            assert span.resource["telemetry.sdk.language"] == "go"
+            continue
         if span.service == CLIENT_NAME:
             continue
         assert span.resource["service.version"] == "0.1.0", span.service
@@ -201,11 +223,13 @@ def test_jaegers_search_finds_the_trace(
 ) -> None:
     """What a user does in the UI: pick a service, an operation, tags; find the trace."""
     trace_id = request_ids[0]
-    assert set(jaeger.services()) >= set(SERVICES)
-    for service in SERVICES:
+    assert set(jaeger.services()) >= {*SERVICES, GATEWAY}
+    for service in (*SERVICES, GATEWAY):
         operations = jaeger.operations(service)
         assert {s.name for s in spans if s.service == service} <= set(operations), service
 
+    assert trace_id in jaeger.search(GATEWAY, "POST /storefront/*")
+    assert trace_id in jaeger.search(GATEWAY, tags={"http.route": "/storefront/*"})
     assert trace_id in jaeger.search("storefront", "POST /downstream")
     assert trace_id in jaeger.search(
         "storefront", "POST /downstream", tags={"http.response.status_code": 200}
@@ -274,6 +298,11 @@ def test_each_service_logged_the_trace(
         logged = [line for line in cluster[name].logs() if line.get("trace_id") == request_ids[0]]
         assert logged, f"{name} wrote no log line with the trace id"
         assert all(line["service"] == name for line in logged)
+    # The gateway's access log: one line for the one request it passed on.
+    assert cluster.gateway is not None
+    (line,) = [e for e in cluster.gateway.logs() if e.get("trace_id") == request_ids[0]]
+    assert (line["service"], line["status"]) == (GATEWAY, 200)
+    assert line["request"]["uri"] == "/storefront/downstream"
 
 
 def test_the_consul_registration_was_live(spans: list[JaegerSpan], cluster: Cluster) -> None:
@@ -309,5 +338,7 @@ def test_each_service_counted_it(spans: list[JaegerSpan], cluster: Cluster) -> N
 def test_services_stop_cleanly(cluster: Cluster, spans: list[JaegerSpan]) -> None:
     for service in cluster.services.values():
         assert service.stop() == 0, "".join(service.lines[-20:])
+    assert cluster.gateway is not None
+    assert cluster.gateway.stop() == 0, cluster.gateway.runtime_log.read_text()[-2000:]
     # Shutdown deregisters the Consul instance.
     assert cluster.consul.health_service("shipping", passing=False, tags=[]) == []
