@@ -210,11 +210,12 @@ ensure() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Jaeger and Prometheus in the foreground, as the compose file runs them, until Ctrl-C.
+# Jaeger, Prometheus and the gateway in the foreground, as the compose file runs them, until
+# Ctrl-C.
 run_stack() {
     local observability="$ROOT/observability" port pids=() names=() started name
     mkdir -p "$STATE"
-    for port in 4317 4318 16685 16686 8889 13133 8888 9090; do
+    for port in 4317 4318 16685 16686 8889 13133 8888 9090 8080 2020 2019; do
         if port_open "$port"; then
             die "127.0.0.1:$port is taken: is the stack already running (docker compose up," \
                 "or another --run)?"
@@ -252,12 +253,24 @@ run_stack() {
         --web.listen-address=127.0.0.1:9090 >"$STATE/prometheus.log" 2>&1 &
     pids+=($!)
     names+=(prometheus)
+    # The gateway with gateway/Caddyfile and its route table, on loopback, its spans to this
+    # Jaeger. Its upstreams are the compose network's names unless <SERVICE>_UPSTREAM says
+    # where a service runs here (e.g. STOREFRONT_UPSTREAM=127.0.0.1:8000); the JWT secret is
+    # the compose file's local one unless GATEWAY_JWT_SECRET is set.
+    GATEWAY_BIND=127.0.0.1 GATEWAY_ADMIN=127.0.0.1:2019 \
+        GATEWAY_JWT_SECRET="${GATEWAY_JWT_SECRET:-local-stack-only-0123456789abcdef}" \
+        OTEL_SERVICE_NAME=gateway OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 \
+        OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
+        "${BUILT[caddy]}" run --config "$GATEWAY_DIR/Caddyfile" --adapter caddyfile \
+        >"$STATE/gateway-access.log" 2>"$STATE/gateway.log" &
+    pids+=($!)
+    names+=(gateway)
     # shellcheck disable=SC2064  # expand now: the pids are known
     trap "kill ${pids[*]} 2>/dev/null || true; wait ${pids[*]} 2>/dev/null || true" EXIT
     trap 'say "stopping"; exit 0' INT TERM
 
     started=$SECONDS
-    until port_open 16686 && port_open 9090; do
+    until port_open 16686 && port_open 9090 && port_open 8080; do
         for i in "${!pids[@]}"; do
             if ! kill -0 "${pids[$i]}" 2>/dev/null; then
                 say "${names[$i]} exited; $STATE/${names[$i]}.log ends with:"
@@ -268,12 +281,14 @@ run_stack() {
         [ $((SECONDS - started)) -lt 60 ] || die "the stack did not come up in 60 s; logs in $STATE"
         sleep 0.2
     done
-    say "Jaeger $JAEGER_VERSION and Prometheus $PROMETHEUS_VERSION are up (logs in $STATE):"
+    say "Jaeger $JAEGER_VERSION, Prometheus $PROMETHEUS_VERSION and the gateway (Caddy" \
+        "$GATEWAY_VERSION) are up (logs in $STATE):"
     say "  Jaeger UI and query API   http://localhost:16686  (Monitor tab: span metrics)"
     say "  OTLP                      http://localhost:4317 (gRPC), http://localhost:4318 (HTTP)"
     say "  Prometheus                http://localhost:9090"
-    say "Ctrl-C stops both."
-    # Both run until a signal; one that exits on its own takes the other down with it.
+    say "  API gateway               http://localhost:8080  (routes: gateway/routes.caddy)"
+    say "Ctrl-C stops them all."
+    # All run until a signal; one that exits on its own takes the others down with it.
     set +e
     wait -n "${pids[@]}"
     for i in "${!pids[@]}"; do

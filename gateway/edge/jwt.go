@@ -74,7 +74,8 @@ func (b *BearerJWT) Provision(caddy.Context) error {
 			return fmt.Errorf("bearer_jwt: %s: %w", b.KeyFile, err)
 		}
 	default:
-		return errors.New("bearer_jwt: needs key_file or secret")
+		return errors.New("bearer_jwt: no key: set key_file or secret (the shipped Caddyfile " +
+			"takes the secret from GATEWAY_JWT_SECRET)")
 	}
 	leeway := time.Duration(b.Leeway)
 	if leeway == 0 {

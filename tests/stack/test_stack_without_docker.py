@@ -2,8 +2,9 @@
 
 Runs the command a user runs, on the compose file's ports, and checks what the README promises:
 Jaeger takes OTLP and shows the trace, Prometheus (the shipped config and rules) scrapes Jaeger's
-span metrics, Jaeger's Monitor tab reads them back from it, and Ctrl-C (here SIGTERM, which the
-script treats the same) stops both.
+span metrics, Jaeger's Monitor tab reads them back from it, the gateway answers on 8080 and
+traces into that Jaeger, and Ctrl-C (here SIGTERM, which the script treats the same) stops
+them all.
 """
 
 from __future__ import annotations
@@ -128,8 +129,24 @@ def test_the_monitor_tab_reads_span_metrics_back(jaeger: Jaeger) -> None:
     assert wait_until("a call rate in the Monitor tab", calls, timeout=90, every=2)
 
 
-def test_ctrl_c_stops_both(stack: subprocess.Popen[str], jaeger: Jaeger) -> None:
+def test_the_gateway_answers_on_8080_and_traces_into_this_jaeger(jaeger: Jaeger) -> None:
+    trace_id = secrets.token_hex(16)
+    answer = httpx.get(
+        "http://localhost:8080/nowhere",
+        headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+        timeout=5,
+    )
+    assert answer.status_code == 404
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["trace_id"] == trace_id
+    spans = wait_until("the gateway's span in Jaeger", lambda: jaeger.trace(trace_id), timeout=20)
+    assert [(s.service, s.name) for s in spans] == [("gateway", "GET unmatched")]
+    # Its own liveness on the management port, which is no route.
+    assert httpx.get("http://localhost:2020/health/live", timeout=5).status_code == 200
+
+
+def test_ctrl_c_stops_them_all(stack: subprocess.Popen[str], jaeger: Jaeger) -> None:
     stack.send_signal(signal.SIGTERM)
     assert stack.wait(timeout=20) == 0
-    for port in (4317, 4318, 16686, 9090, 8889):
+    for port in (4317, 4318, 16686, 9090, 8889, 8080, 2020):
         assert not port_open(port), port
