@@ -28,7 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def stack_binaries() -> dict[str, Path]:
-    """Jaeger, Prometheus and promtool at the compose file's versions, as
+    """Jaeger, Prometheus, promtool and the gateway's Caddy at the compose file's versions, as
     scripts/install-stack.sh built them; a clear failure (never a skip) when one is missing."""
     return require_stack_binaries()
 

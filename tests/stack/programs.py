@@ -39,8 +39,8 @@ class StackMissing(RuntimeError):
 def stack_binaries(
     *names: str, build: bool = False, timeout: float | None = 60, show_progress: bool = False
 ) -> dict[str, Path]:
-    """jaeger, prometheus and promtool (or those of `names`: jaeger, prometheus), as
-    scripts/install-stack.sh reports them.
+    """jaeger, prometheus, promtool and caddy, the gateway (or those of `names`: jaeger,
+    prometheus, gateway), as scripts/install-stack.sh reports them.
 
     Without `build` nothing is built: a missing program raises StackMissing with the
     script's own message (run scripts/install-stack.sh). With `show_progress` the script's

@@ -115,6 +115,7 @@ def test_the_config_is_in_caddys_own_format(caddy: Path, path: Path) -> None:
 
 def test_the_compose_service_runs_these_files_from_this_folder(service: dict[str, Any]) -> None:
     assert service["build"] == {"context": "./gateway"}
+    assert service["pull_policy"] == "build"
     assert set(service["volumes"]) == {
         "./gateway/Caddyfile:/etc/caddy/Caddyfile:ro",
         "./gateway/routes.caddy:/etc/caddy/routes.caddy:ro",
