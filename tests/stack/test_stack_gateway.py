@@ -11,6 +11,8 @@ the test in the table's own syntax: /down, whose upstream port is closed (the 50
 
 from __future__ import annotations
 
+import http.client
+import json
 import secrets
 import socket
 import threading
@@ -193,6 +195,38 @@ def test_management_endpoints_stay_inside(gateway: Gateway, service: Service, pa
     for prefix in ("/storefront", "/orders", "/limited"):
         answer = httpx.get(gateway.url + prefix + path, timeout=5)
         assert_problem(answer, 404, prefix + path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/storefront//metrics",
+        "/storefront/%6Detrics",
+        "/storefront/METRICS",
+        "/storefront/./metrics",
+        "/storefront/items/../metrics",
+        "/storefront/items/%2e%2e/health/ready",
+        "/storefront/%2Fmetrics",
+        "/storefront/metrics/",
+        "/storefront/openapi.json/",
+        "/storefront/docs/",
+        "/storefront/health/live?probe=1",
+    ],
+)
+def test_management_endpoints_stay_inside_however_the_path_is_spelt(
+    gateway: Gateway, path: str
+) -> None:
+    """Sent as written (no client-side normalisation): the gateway refuses them all itself."""
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 404, body
+    assert response.getheader("content-type") == "application/problem+json"
+    assert body["detail"] == "No API route matches this path."
 
 
 def test_the_gateways_own_management_port_is_not_a_route(gateway: Gateway) -> None:
