@@ -250,7 +250,11 @@ def test_a_valid_token_passes(gateway: Gateway) -> None:
     assert answer.status_code == 200, answer.text
     line = wait_until(
         "the access log line",
-        lambda: [entry for entry in gateway.logs() if entry["request"]["uri"] == "/orders/items/1"],
+        lambda: [
+            entry
+            for entry in gateway.logs()
+            if entry["request"]["uri"] == "/orders/items/1" and entry["status"] == 200
+        ],
     )
     assert line[-1]["user_id"] == "client-7"
     assert bearer not in gateway.access_log.read_text()  # Caddy redacts the header
