@@ -15,12 +15,15 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Collection
 from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from .baggage_fields import BaggageLogFields
 
 # uvicorn's own access log is replaced by the service's, which knows the route template.
 _SILENCED = ("uvicorn.access",)
@@ -92,8 +95,8 @@ def _dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def shared_processors(service: str) -> list[Processor]:
-    return [
+def shared_processors(service: str, baggage_keys: Collection[str] = ()) -> list[Processor]:
+    processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -101,6 +104,9 @@ def shared_processors(service: str) -> list[Processor]:
         AddStatic(service=service),
         add_trace_context,
     ]
+    if baggage_keys:
+        processors.append(BaggageLogFields(baggage_keys))
+    return processors
 
 
 LogFormat = Literal["json", "console", "auto"]
@@ -115,11 +121,17 @@ def resolve_format(log_format: LogFormat, stream: TextIO) -> Literal["json", "co
 
 
 def configure_logging(
-    *, service: str, level: str, stream: TextIO | None = None, log_format: LogFormat = "json"
+    *,
+    service: str,
+    level: str,
+    stream: TextIO | None = None,
+    log_format: LogFormat = "json",
+    baggage_keys: Collection[str] = (),
 ) -> None:
-    """Route structlog and the standard library into one stream, JSON lines or console."""
+    """Route structlog and the standard library into one stream, JSON lines or console;
+    ``baggage_keys`` are the baggage entries every line carries (BAGGAGE_ATTRIBUTES)."""
     output = stream or sys.stdout
-    shared = shared_processors(service)
+    shared = shared_processors(service, baggage_keys)
     renderer: Processor
     if resolve_format(log_format, output) == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
