@@ -31,6 +31,7 @@ from opentelemetry.trace import Link, SpanKind, StatusCode, TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from .._version import __version__
+from ..lean_spans import lean_tracer
 from ..metrics import DURATION_BUCKETS, current_exemplar
 
 # messaging.operation.name of a send, per system (semconv's NATS has no page: "publish").
@@ -125,7 +126,8 @@ class MessagingTelemetry:
         subscription: str | None = None,
     ) -> None:
         self.system = system
-        self._tracer = tracer_provider.get_tracer("service_chassis.messaging", __version__)
+        # One span per message on each side: the lean path (lean_spans.py).
+        self._tracer = lean_tracer(tracer_provider, "service_chassis.messaging", __version__)
         self._instruments = instruments_for(registry)
         self._send_operation = SEND_OPERATION.get(system, "send")
         self._group = consumer_group or ""
