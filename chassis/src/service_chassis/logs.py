@@ -23,6 +23,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from .access_log import DirectAccessLog, install_direct_access_log
 from .baggage_fields import BaggageLogFields
 
 # uvicorn's own access log is replaced by the service's, which knows the route template.
@@ -156,11 +157,26 @@ def configure_logging(
         )
     )
     assert handler.lock is not None  # created by logging.Handler.__init__
+    factory = LineWriterFactory(output, handler.lock)
     structlog.configure(
         processors=[*shared, *exceptions, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=LineWriterFactory(output, handler.lock),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
+    )
+    # The access log's line in one step, when it is JSON and INFO is written (access_log.py).
+    direct = isinstance(renderer, structlog.processors.JSONRenderer)
+    install_direct_access_log(
+        factory,
+        DirectAccessLog(
+            service=service,
+            stream=output,
+            lock=handler.lock,
+            baggage_keys=baggage_keys,
+            dumps=_dumps,
+        )
+        if direct and logging.getLevelName(level) <= logging.INFO
+        else None,
     )
 
     root = logging.getLogger()

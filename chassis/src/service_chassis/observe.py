@@ -20,6 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .access_log import access_logger
 from .metrics import current_exemplar
 from .problems import send_internal_error
 from .resilience.deadline import current_deadline, enter_request_deadline
@@ -128,7 +129,7 @@ class ObserveRequests:
         self._log_requests = log_requests
         self._connection_attributes = connection_attributes
         # Bound now, not looked up per request: logging is configured before the app is made.
-        self._access_log = structlog.get_logger("access").bind()
+        self._access_log = access_logger()
         self._error_log = structlog.get_logger(__name__).bind()
         # Label lookups validate and lock; the few label combinations are cached here instead.
         self._active_by_method: dict[str, Gauge] = {}
