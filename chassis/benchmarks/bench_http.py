@@ -73,6 +73,9 @@ class Run:
     requests_per_second: float
     p50_ms: float
     p99_ms: float
+    # The server process's CPU time per request: what the throughput would follow on a
+    # core of its own, and steadier than throughput on a machine shared with other work.
+    cpu_us: float = 0.0
 
 
 def wait_ready(url: str, timeout: float = 20.0) -> None:
@@ -124,7 +127,25 @@ def summary(runs: list[Run]) -> Run:
         statistics.median(r.requests_per_second for r in runs),
         statistics.median(r.p50_ms for r in runs),
         statistics.median(r.p99_ms for r in runs),
+        statistics.median(r.cpu_us for r in runs),
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(url: str, pid: int, seconds: int, connections: int) -> Run:
+    before = cpu_seconds(pid)
+    run = wrk(url, seconds, connections)
+    requests = run.requests_per_second * seconds
+    run.cpu_us = (cpu_seconds(pid) - before) / requests * 1e6 if requests else 0.0
+    return run
 
 
 def service_env(port: int, **overrides: str) -> dict[str, str]:
@@ -183,7 +204,9 @@ def main() -> int:
         ),
     }
     processes = [start([sys.executable, "-c", SINK], {"PORT": str(sink_port)})]
-    processes += [start(command, env) for command, env in commands.values()]
+    servers = {name: start(command, env) for name, (command, env) in commands.items()}
+    processes += servers.values()
+    pids = {name: process.pid for name, process in servers.items()}
     runs: dict[str, list[Run]] = {name: [] for name in VARIANTS}
     try:
         urls = {name: f"http://127.0.0.1:{port}/items/1" for name, port in ports.items()}
@@ -192,7 +215,7 @@ def main() -> int:
             wrk(url, 2, options.connections)  # warm-up
         for round_number in range(1, options.rounds + 1):
             for name, url in urls.items():
-                runs[name].append(wrk(url, options.seconds, options.connections))
+                runs[name].append(measured(url, pids[name], options.seconds, options.connections))
             figures = ", ".join(f"{runs[name][-1].requests_per_second:.0f}" for name in VARIANTS)
             print(f"round {round_number}: {figures} req/s", flush=True)
     finally:
@@ -207,13 +230,21 @@ def main() -> int:
     results = {name: summary(name_runs) for name, name_runs in runs.items()}
     bare = results["bare FastAPI"]
     print()
-    print(f"{'':30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}{'p99 x':>8}")
+    header = f"{'':30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}{'p99 x':>8}"
+    print(f"{header}{'CPU us/req':>12}{'CPU ratio':>11}")
     for name, run in results.items():
         ratio = run.requests_per_second / bare.requests_per_second
         latency = f"{run.p50_ms:9.2f}{run.p99_ms:9.2f}"
         p99 = run.p99_ms / bare.p99_ms
-        print(f"{name:30}{run.requests_per_second:9.0f}{latency}{ratio:8.2f}{p99:8.2f}")
-    print(f"\nmedians of {options.rounds} rounds; ratio = throughput / bare FastAPI's")
+        cpu_ratio = bare.cpu_us / run.cpu_us if run.cpu_us else 0.0
+        print(
+            f"{name:30}{run.requests_per_second:9.0f}{latency}{ratio:8.2f}{p99:8.2f}"
+            f"{run.cpu_us:12.0f}{cpu_ratio:11.2f}"
+        )
+    print(
+        f"\nmedians of {options.rounds} rounds; ratio = throughput / bare FastAPI's; "
+        "CPU ratio = bare FastAPI's CPU per request / the variant's"
+    )
     on = results[EVERYTHING_ON]
     ratio, p99 = on.requests_per_second / bare.requests_per_second, on.p99_ms / bare.p99_ms
     for what, met in (

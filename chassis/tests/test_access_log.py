@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import io
+import json
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -13,7 +17,7 @@ from hypothesis import strategies as st
 from opentelemetry import baggage, context, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 
-from service_chassis.access_log import DirectAccessLog, access_logger
+from service_chassis.access_log import FLUSH_AFTER, DirectAccessLog, access_logger
 from service_chassis.logs import configure_logging
 
 TIMESTAMP = re.compile(r'"timestamp":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)"')
@@ -31,7 +35,8 @@ values = st.one_of(
 
 
 def line_without_time(text: str) -> str:
-    [line] = text.splitlines()
+    [line, end] = text.split("\n")  # not splitlines(): a value may hold U+0085 and the like
+    assert end == ""
     assert TIMESTAMP.search(line), line
     return TIMESTAMP.sub('"timestamp":"T"', line)
 
@@ -91,3 +96,29 @@ def test_structlog_configured_elsewhere_takes_over() -> None:
         assert not isinstance(access_logger(), DirectAccessLog)
     finally:
         structlog.reset_defaults()
+
+
+@given(st.lists(st.integers(0, 4_102_444_800 * 10**9), min_size=1, max_size=5))
+def test_the_timestamp_is_isoformat_in_utc(moments: list[int]) -> None:
+    log = DirectAccessLog(
+        service="svc", stream=io.StringIO(), lock=threading.RLock(), baggage_keys=(), dumps=str
+    )
+    for moment in [*moments, moments[0] - moments[0] % 10**9]:  # also a whole second
+        seconds, nanoseconds = divmod(moment, 10**9)
+        exact = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+        exact = exact.replace(microsecond=nanoseconds // 1000)
+        assert log._timestamp(moment) == exact.isoformat().replace("+00:00", "Z")
+
+
+async def test_lines_reach_the_stream_within_the_flush_interval() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=1 << 16), encoding="utf-8")
+    configure_logging(service="svc", level="INFO", stream=stream)
+    log = access_logger()
+    assert isinstance(log, DirectAccessLog)
+    for number in range(3):
+        log.info("request", number=number)
+    assert raw.getvalue() == b""  # buffered: no write call per line
+    await asyncio.sleep(FLUSH_AFTER * 2)
+    lines = raw.getvalue().decode().splitlines()
+    assert [json.loads(line)["number"] for line in lines] == [0, 1, 2]
