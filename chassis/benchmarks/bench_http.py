@@ -3,11 +3,14 @@
 Both run under uvicorn with the same settings (one worker, same loop and HTTP parser) and serve
 the same example route, ``GET /items/{item_id}``: the service is the chassis's sample service
 (``tests/sample/``, wired as a bake is), the bare app is FastAPI with its items router and
-nothing else. The service runs twice, with everything on (tracing sampled
-at 100 %, RED metrics with exemplars, the JSON access log written to /dev/null): once exporting
-its spans over OTLP/HTTP to a receiver process, once not exporting them. wrk drives each in
-alternating rounds; the medians and the ratios are printed. Needs ``wrk`` (Debian: apt-get
-install wrk).
+nothing else. The service runs with everything on (tracing sampled at 100 % and exported over
+OTLP/HTTP to a receiver process, RED metrics with exemplars, the JSON access log written to
+/dev/null), and in variants that show what each part costs: sampled at 10 %
+(``parentbased_traceidratio`` 0.1), access log off, spans not exported, and with the server
+span's connection attributes (``TRACE_CONNECTION_ATTRIBUTES``). wrk drives each in alternating
+rounds; the medians, the absolute rates and the ratios are printed, with the targets: at least
+0.70 of bare FastAPI's throughput and at most 1.5 times its p99 latency with everything on.
+Needs ``wrk`` (Debian: apt-get install wrk).
 
     cd chassis && ../.venv/bin/python benchmarks/bench_http.py [--rounds 3] [--seconds 10]
 """
@@ -52,7 +55,17 @@ BARE_APP = textwrap.dedent(
 )
 
 
-VARIANTS = ("bare FastAPI", "service, spans exported", "service, spans not exported")
+EVERYTHING_ON = "service, everything on"
+VARIANTS = (
+    "bare FastAPI",
+    EVERYTHING_ON,
+    "service, sampled at 10 %",
+    "service, access log off",
+    "service, spans not exported",
+    "service, + connection attrs",
+)
+TARGET_RATIO = 0.70
+TARGET_P99 = 1.5
 
 
 @dataclass
@@ -60,6 +73,9 @@ class Run:
     requests_per_second: float
     p50_ms: float
     p99_ms: float
+    # The server process's CPU time per request: what the throughput would follow on a
+    # core of its own, and steadier than throughput on a machine shared with other work.
+    cpu_us: float = 0.0
 
 
 def wait_ready(url: str, timeout: float = 20.0) -> None:
@@ -111,7 +127,25 @@ def summary(runs: list[Run]) -> Run:
         statistics.median(r.requests_per_second for r in runs),
         statistics.median(r.p50_ms for r in runs),
         statistics.median(r.p99_ms for r in runs),
+        statistics.median(r.cpu_us for r in runs),
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(url: str, pid: int, seconds: int, connections: int) -> Run:
+    before = cpu_seconds(pid)
+    run = wrk(url, seconds, connections)
+    requests = run.requests_per_second * seconds
+    run.cpu_us = (cpu_seconds(pid) - before) / requests * 1e6 if requests else 0.0
+    return run
 
 
 def service_env(port: int, **overrides: str) -> dict[str, str]:
@@ -139,27 +173,40 @@ def main() -> int:
 
     sink_port = free_port()
     ports = {name: free_port() for name in VARIANTS}
+    exported = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+    }
     commands = {
         "bare FastAPI": (
             [sys.executable, "-c", BARE_APP.format(package=PACKAGE)],
             {"HTTP_PORT": str(ports["bare FastAPI"]), "PYTHONPATH": str(ROOT / "src")},
         ),
-        "service, spans exported": (
-            [sys.executable, "-m", PACKAGE],
-            service_env(
-                ports["service, spans exported"],
-                OTEL_TRACES_EXPORTER="otlp",
-                OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
-            ),
-        ),
+        **{
+            name: ([sys.executable, "-m", PACKAGE], service_env(ports[name], **exported, **extra))
+            for name, extra in (
+                (EVERYTHING_ON, {}),
+                (
+                    "service, sampled at 10 %",
+                    {
+                        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+                    },
+                ),
+                ("service, access log off", {"ACCESS_LOG": "false"}),
+                ("service, + connection attrs", {"TRACE_CONNECTION_ATTRIBUTES": "true"}),
+            )
+        },
         "service, spans not exported": (
             [sys.executable, "-m", PACKAGE],
             service_env(ports["service, spans not exported"], OTEL_TRACES_EXPORTER="none"),
         ),
     }
     processes = [start([sys.executable, "-c", SINK], {"PORT": str(sink_port)})]
-    processes += [start(command, env) for command, env in commands.values()]
+    servers = {name: start(command, env) for name, (command, env) in commands.items()}
+    processes += servers.values()
+    pids = {name: process.pid for name, process in servers.items()}
     runs: dict[str, list[Run]] = {name: [] for name in VARIANTS}
     try:
         urls = {name: f"http://127.0.0.1:{port}/items/1" for name, port in ports.items()}
@@ -168,10 +215,8 @@ def main() -> int:
             wrk(url, 2, options.connections)  # warm-up
         for round_number in range(1, options.rounds + 1):
             for name, url in urls.items():
-                runs[name].append(wrk(url, options.seconds, options.connections))
-            figures = "   ".join(
-                f"{name} {runs[name][-1].requests_per_second:6.0f}" for name in VARIANTS
-            )
+                runs[name].append(measured(url, pids[name], options.seconds, options.connections))
+            figures = ", ".join(f"{runs[name][-1].requests_per_second:.0f}" for name in VARIANTS)
             print(f"round {round_number}: {figures} req/s", flush=True)
     finally:
         for process in processes:
@@ -185,12 +230,31 @@ def main() -> int:
     results = {name: summary(name_runs) for name, name_runs in runs.items()}
     bare = results["bare FastAPI"]
     print()
-    print(f"{'':30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
+    header = f"{'':30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}{'p99 x':>8}"
+    print(f"{header}{'CPU us/req':>12}{'CPU ratio':>11}")
     for name, run in results.items():
         ratio = run.requests_per_second / bare.requests_per_second
         latency = f"{run.p50_ms:9.2f}{run.p99_ms:9.2f}"
-        print(f"{name:30}{run.requests_per_second:9.0f}{latency}{ratio:8.2f}")
-    print(f"\nmedians of {options.rounds} rounds; ratio = throughput / bare FastAPI's")
+        p99 = run.p99_ms / bare.p99_ms
+        cpu_ratio = bare.cpu_us / run.cpu_us if run.cpu_us else 0.0
+        print(
+            f"{name:30}{run.requests_per_second:9.0f}{latency}{ratio:8.2f}{p99:8.2f}"
+            f"{run.cpu_us:12.0f}{cpu_ratio:11.2f}"
+        )
+    print(
+        f"\nmedians of {options.rounds} rounds; ratio = throughput / bare FastAPI's; "
+        "CPU ratio = bare FastAPI's CPU per request / the variant's"
+    )
+    on = results[EVERYTHING_ON]
+    ratio, p99 = on.requests_per_second / bare.requests_per_second, on.p99_ms / bare.p99_ms
+    for what, met in (
+        (
+            f"throughput {ratio:.2f} of bare FastAPI (target >= {TARGET_RATIO})",
+            ratio >= TARGET_RATIO,
+        ),
+        (f"p99 {p99:.2f} x bare FastAPI's (target <= {TARGET_P99})", p99 <= TARGET_P99),
+    ):
+        print(f"everything on: {what}: {'met' if met else 'NOT met'}")
     return 0
 
 

@@ -2,13 +2,15 @@
 
 Both variants use the chassis's transport, publisher and reliable consumer on the same broker
 (``--broker nats|rabbitmq|kafka`` at ``BROKER_URL``, else its local default) in one run; they
-differ only in FastStream's telemetry middlewares. "On" is what the service runs: OpenTelemetry spans (sampled at 100 %, exported
-over OTLP/HTTP in batches to a receiver process), FastStream's Prometheus metrics and the
-baggage middleware. Each round publishes ``--messages`` events, ``--concurrency`` publishes in
-flight, each awaiting the broker's confirmation, while the consumer handles them. It reports
-the publish rate (events until the last confirmation) and the consume rate (events until the
-last one was handled, from the first publish). Rounds alternate off/on; medians and ratios are
-printed. Target: the traced rate is at least 0.8 of the untraced one.
+differ only in telemetry. "On" is what the service runs: the chassis's messaging spans (sampled
+at 100 %, exported over OTLP/HTTP in batches to a receiver process, with the service's
+exporter), its messaging metrics with exemplars, FastStream's Prometheus metrics and W3C
+context and baggage in the message headers. Each round publishes ``--messages`` events,
+``--concurrency`` publishes in flight, each awaiting the broker's confirmation, while the
+consumer handles them. It reports the publish rate (events until the last confirmation) and
+the consume rate (events until the last one was handled, from the first publish). Rounds
+alternate off/on; medians and ratios are printed. Target: the traced rate is at least 0.8 of
+the untraced one.
 
     cd chassis && ../.venv/bin/python benchmarks/bench_messaging.py --broker nats \
         [--messages 2000] [--rounds 5] [--concurrency 32]
@@ -48,6 +50,10 @@ def _module(name: str) -> Any:
     return importlib.import_module(f"service_chassis.messaging{name}")
 
 
+def _module_of(name: str) -> Any:
+    return importlib.import_module(name)
+
+
 def _settings(unique: str, concurrency: int) -> Any:
     return _module(".settings").MessagingSettings(
         broker_url=os.environ.get("BROKER_URL"),
@@ -63,16 +69,20 @@ async def one_round(
     *, traced: bool, messages: int, concurrency: int, sink: str, sampler_ratio: float
 ) -> Rates:
     """Publish ``messages`` with no consumer running, then consume them: two clean phases."""
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     from prometheus_client import CollectorRegistry
 
+    _module_of("service_chassis.propagation").install_propagators()  # as Service does
     broker, events = _module(f".{BROKER}"), _module(".events")
     settings = _settings(f"bench-{uuid.uuid4().hex[:8]}", concurrency)
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sampler_ratio)))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink}/v1/traces")))
+    # The exporter a service runs (tracing.py): OTLP/HTTP with the chassis's span encoder.
+    exporter = _module_of("service_chassis.tracing").FastHttpSpanExporter(
+        endpoint=f"{sink}/v1/traces"
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     registry = CollectorRegistry()
     telemetry = _module(".transport").Telemetry(provider, registry, "bench") if traced else None
 

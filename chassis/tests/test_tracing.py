@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from service_chassis.logs import configure_logging
 from service_chassis.testing.otlp_receiver import OtlpReceiver
-from service_chassis.testing.servers import serve
+from service_chassis.testing.servers import RecordingDownstream, serve
 from service_chassis.tracing import (
     FastHttpSpanExporter,
     UnknownExporterError,
@@ -203,3 +203,80 @@ async def test_the_server_span_ends_with_the_response_not_with_work_after_it(
     assert server.end_time is not None
     assert server.start_time is not None
     assert (server.end_time - server.start_time) / 1e9 < 0.25
+
+
+async def test_connection_attributes_come_with_their_setting(
+    make_settings: Callable[..., Settings],
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    headers = {"host": "api.example:8443", "user-agent": "probe/1.0"}
+    for enabled in (False, True):
+        app = create_app(
+            make_settings(trace_connection_attributes=enabled), tracer_provider=tracer_provider
+        )
+        async with serve(app) as client:
+            await client.get("/items/1", headers=headers)
+    without, with_them = (dict(s.attributes or {}) for s in span_exporter.get_finished_spans())
+    names = (
+        "server.address",
+        "server.port",
+        "client.address",
+        "network.protocol.version",
+        "user_agent.original",
+    )
+    assert not set(names) & set(without)
+    assert with_them["server.address"] == "api.example"
+    assert with_them["server.port"] == 8443
+    assert with_them["network.protocol.version"] == "1.1"
+    assert with_them["user_agent.original"] == "probe/1.0"
+    assert isinstance(with_them["client.address"], str)
+    assert with_them["client.address"]
+
+
+async def test_tracestate_with_a_repeated_key_and_baggage_go_on_as_received(
+    make_settings: Callable[..., Settings],
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    downstream: RecordingDownstream,
+) -> None:
+    """Over HTTP, in and out: the caller's tracestate survives its repeated key, and its
+    baggage leaves exactly as it came (the property of k2, the encoded space of k3)."""
+    baggage = "k1=v1,k2=v2;prop,k3=a%20b"
+    app = create_app(make_settings(downstream_url=downstream.url), tracer_provider=tracer_provider)
+    async with serve(app) as client:
+        response = await client.get(
+            "/downstream",
+            headers={"traceparent": TRACEPARENT, "tracestate": "foo=1,foo=1", "baggage": baggage},
+        )
+    assert response.status_code == 200, response.text
+    [sent] = downstream.requests
+    assert sent["baggage"] == baggage
+    assert sent["tracestate"] == "foo=1"
+    assert sent["traceparent"].split("-")[1] == TRACEPARENT.split("-")[1]
+    (server,) = [s for s in span_exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert server.context.trace_state.to_header() == "foo=1"
+
+
+async def test_client_spans_carry_the_error_class_never_its_message(
+    make_settings: Callable[..., Settings],
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    # A port nothing listens on: every attempt fails to connect.
+    app = create_app(
+        make_settings(downstream_url="http://127.0.0.1:9/secret-path?token=hunter2"),
+        tracer_provider=tracer_provider,
+    )
+    async with serve(app) as client:
+        response = await client.get("/downstream")
+    assert response.status_code >= 500
+    clients = [s for s in span_exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert clients
+    for span in clients:
+        assert dict(span.attributes or {})["error.type"] == "ConnectError"
+        assert span.status.status_code == StatusCode.ERROR
+        assert not span.status.description
+        assert not [e for e in span.events if e.name == "exception"]
+        assert "Errno" not in span.to_json()
+        assert "Traceback" not in span.to_json()

@@ -215,6 +215,9 @@ def running_cluster(
             # The registration's check starts critical and is probed at this interval (10 s by
             # default): a registration made before the service was ready passes a second later.
             "CONSUL_CHECK_INTERVAL": "1s",
+            # The conventions the e2e test checks that are off by default.
+            "BAGGAGE_ATTRIBUTES": "k1,k3",
+            "TRACE_CONNECTION_ATTRIBUTES": "true",
         }
         envs: Mapping[str, dict[str, str]] = {
             "storefront": {"DOWNSTREAM_URL": f"http://127.0.0.1:{ports['orders']}/events"},

@@ -5,10 +5,11 @@ The request enters through the gateway (gateway/Caddyfile, its route table as sh
 server span is the first of the trace; storefront (messaging none), reached at /storefront/,
 relays the POST to orders' /events through its resilient client;
 orders publishes the event on the broker (NATS, then RabbitMQ); shipping consumes it and calls
-the storefront back over HTTP. All run as real processes and export their spans to a real Jaeger
-v2 running observability/jaeger/config.yaml (addresses aside): storefront and shipping over
-OTLP/gRPC, orders and the gateway over OTLP/HTTP. The trace is read back through Jaeger's query
-API, the one its UI calls, and found again by the UI's search.
+the storefront back over HTTP, the caller's baggage travelling all the way. All run as real
+processes and export their spans to a real Jaeger v2 running observability/jaeger/config.yaml
+(addresses aside): storefront and shipping over OTLP/gRPC, orders and the gateway over
+OTLP/HTTP. The trace is read back through Jaeger's query API, the one its UI calls, and found
+again by the UI's search.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
 SERVICES = ("storefront", "orders", "shipping")
 GATEWAY = "gateway"  # the API gateway's OTEL_SERVICE_NAME
 CLIENT_NAME = "e2e-client"  # the test's own root span
+# As a caller sends it: a property on k2, an encoded space in k3; k1 and k3 are on the
+# services' BAGGAGE_ATTRIBUTES allow-list (cluster.py), k2 is not.
+BAGGAGE = "k1=v1,k2=v2;prop,k3=a%20b"
 BROKERS = {
     "nats": (os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222"), 4222, "nats-server -js"),
     "rabbitmq": (
@@ -94,7 +98,7 @@ def spans(cluster: Cluster, request_ids: tuple[str, str]) -> list[JaegerSpan]:
     response = httpx.post(
         cluster.gateway.url + "/storefront/downstream",
         json={"type": "order.placed", "data": {"order": 7}},
-        headers={"traceparent": f"00-{trace_id}-{root_span}-01", "baggage": "tenant=acme"},
+        headers={"traceparent": f"00-{trace_id}-{root_span}-01", "baggage": BAGGAGE},
         timeout=10,
     )
     send_client_span(
@@ -157,14 +161,13 @@ def test_every_span_has_the_parent_that_caused_it(
     assert (relay.service, relay.kind) == ("storefront", CLIENT)
     assert entry in ancestors(spans, relay)
 
-    # FastStream: a "create" span for the message, a "publish" span for sending it, and on the
-    # consumer side a "process" span that is a child of the message's create span.
-    publish = one(spans, " publish", service="orders", kind=PRODUCER)
-    create = one(spans, " create", service="orders", kind=PRODUCER)
-    assert publish_request in ancestors(spans, publish)
-    assert create in [publish, *ancestors(spans, publish)]
+    # One "send" span for the message; on the consumer side a "process" span that is its
+    # child and links to it (messaging conventions).
+    send = one(spans, service="orders", kind=PRODUCER)
+    assert publish_request in ancestors(spans, send)
     process = one(spans, service="shipping", kind=CONSUMER)
-    assert process.parent_span_id == create.span_id
+    assert process.parent_span_id == send.span_id
+    assert process.links == [(trace_id, send.span_id)]
 
     callback = one(spans, service="storefront", kind=SERVER, name="GET /items/{item_id}")
     call = next(s for s in spans if s.span_id == callback.parent_span_id)
@@ -185,24 +188,43 @@ def test_spans_follow_the_semantic_conventions(
     for span in spans:
         if span.service == CLIENT_NAME:
             continue
+        # The allowed baggage keys on every span of every service, decoded; the others not.
+        assert (span.attributes.get("k1"), span.attributes.get("k3")) == ("v1", "a b"), span.name
+        assert "k2" not in span.attributes
         if span.kind == SERVER:
             assert span.attributes["http.request.method"] in {"GET", "POST"}
             assert span.attributes["http.route"].startswith("/")
             assert isinstance(span.attributes["http.response.status_code"], int)
+            # TRACE_CONNECTION_ATTRIBUTES: the recommended ones too.
+            assert span.attributes["server.address"] == "127.0.0.1"
+            assert span.attributes["server.port"] == cluster[span.service].port
+            assert span.attributes["client.address"] == "127.0.0.1"
+            assert span.attributes["network.protocol.version"] == "1.1"
+            assert span.attributes["user_agent.original"]
         elif span.kind == CLIENT:
             assert span.attributes["http.request.method"] in {"GET", "POST"}
             assert span.attributes["server.address"] == "127.0.0.1"
             assert span.attributes["url.full"].startswith("http://127.0.0.1:")
             assert "http.response.status_code" in span.attributes
         elif span.kind == PRODUCER:
+            assert span.name == f"publish {cluster.destination}"
             assert span.attributes["messaging.system"] == broker
+            assert span.attributes["messaging.operation.type"] == "send"
+            assert span.attributes["messaging.operation.name"] == "publish"
             assert span.attributes["messaging.destination.name"] == cluster.destination
-        elif span.kind == CONSUMER:
-            # FastStream names the consumer's destination with the older attribute.
-            assert span.attributes["messaging.system"] == broker
-            assert span.attributes["messaging.destination_publish.name"] == cluster.destination
-            assert span.attributes["messaging.operation"] == "process"
             assert span.attributes["messaging.message.id"]
+        elif span.kind == CONSUMER:
+            assert span.name == f"process {cluster.destination}"
+            assert span.attributes["messaging.system"] == broker
+            assert span.attributes["messaging.operation.type"] == "process"
+            assert span.attributes["messaging.operation.name"] == "process"
+            assert span.attributes["messaging.destination.name"] == cluster.destination
+            assert span.attributes["messaging.message.id"]
+            if broker == "nats":  # the durable consumer is the group
+                assert span.attributes["messaging.consumer.group.name"] == "shipping"
+            else:  # RabbitMQ has no groups: the group's queue is the subscription
+                subscription = span.attributes["messaging.destination.subscription.name"]
+                assert subscription == f"{cluster.destination}.shipping"
 
 
 def test_each_service_describes_itself_in_its_resource(spans: list[JaegerSpan]) -> None:
@@ -298,6 +320,9 @@ def test_each_service_logged_the_trace(
         logged = [line for line in cluster[name].logs() if line.get("trace_id") == request_ids[0]]
         assert logged, f"{name} wrote no log line with the trace id"
         assert all(line["service"] == name for line in logged)
+        # BAGGAGE_ATTRIBUTES: the allowed keys on the lines written inside the trace.
+        assert all((line["k1"], line["k3"]) == ("v1", "a b") for line in logged), name
+        assert not any("k2" in line for line in logged)
     # The gateway's access log: one line for the one request it passed on.
     assert cluster.gateway is not None
     (line,) = [e for e in cluster.gateway.logs() if e.get("trace_id") == request_ids[0]]
@@ -324,6 +349,11 @@ def test_each_service_counted_it(spans: list[JaegerSpan], cluster: Cluster) -> N
     assert 'http_route="/events"' in orders
     assert "faststream_published_messages_total" in orders
     assert "faststream_received_processed_messages_total" in shipping
+    # The messaging metrics of the current conventions.
+    assert "messaging_client_sent_messages_total{" in orders
+    assert "messaging_client_operation_duration_seconds_bucket{" in orders
+    assert "messaging_client_consumed_messages_total{" in shipping
+    assert "messaging_process_duration_seconds_bucket{" in shipping
     outbound = [
         line
         for line in shipping.splitlines()

@@ -15,12 +15,16 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Collection
 from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from .access_log import DirectAccessLog, install_direct_access_log
+from .baggage_fields import BaggageLogFields
 
 # uvicorn's own access log is replaced by the service's, which knows the route template.
 _SILENCED = ("uvicorn.access",)
@@ -92,8 +96,8 @@ def _dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def shared_processors(service: str) -> list[Processor]:
-    return [
+def shared_processors(service: str, baggage_keys: Collection[str] = ()) -> list[Processor]:
+    processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -101,6 +105,9 @@ def shared_processors(service: str) -> list[Processor]:
         AddStatic(service=service),
         add_trace_context,
     ]
+    if baggage_keys:
+        processors.append(BaggageLogFields(baggage_keys))
+    return processors
 
 
 LogFormat = Literal["json", "console", "auto"]
@@ -115,11 +122,17 @@ def resolve_format(log_format: LogFormat, stream: TextIO) -> Literal["json", "co
 
 
 def configure_logging(
-    *, service: str, level: str, stream: TextIO | None = None, log_format: LogFormat = "json"
+    *,
+    service: str,
+    level: str,
+    stream: TextIO | None = None,
+    log_format: LogFormat = "json",
+    baggage_keys: Collection[str] = (),
 ) -> None:
-    """Route structlog and the standard library into one stream, JSON lines or console."""
+    """Route structlog and the standard library into one stream, JSON lines or console;
+    ``baggage_keys`` are the baggage entries every line carries (BAGGAGE_ATTRIBUTES)."""
     output = stream or sys.stdout
-    shared = shared_processors(service)
+    shared = shared_processors(service, baggage_keys)
     renderer: Processor
     if resolve_format(log_format, output) == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
@@ -144,11 +157,26 @@ def configure_logging(
         )
     )
     assert handler.lock is not None  # created by logging.Handler.__init__
+    factory = LineWriterFactory(output, handler.lock)
     structlog.configure(
         processors=[*shared, *exceptions, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=LineWriterFactory(output, handler.lock),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
+    )
+    # The access log's line in one step, when it is JSON and INFO is written (access_log.py).
+    direct = isinstance(renderer, structlog.processors.JSONRenderer)
+    install_direct_access_log(
+        factory,
+        DirectAccessLog(
+            service=service,
+            stream=output,
+            lock=handler.lock,
+            baggage_keys=baggage_keys,
+            dumps=_dumps,
+        )
+        if direct and logging.getLevelName(level) <= logging.INFO
+        else None,
     )
 
     root = logging.getLogger()

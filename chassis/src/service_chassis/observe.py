@@ -20,6 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .access_log import access_logger
 from .metrics import current_exemplar
 from .problems import send_internal_error
 from .resilience.deadline import current_deadline, enter_request_deadline
@@ -55,10 +56,10 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED_ROUTE
 
 
-def _server_attributes(scope: Scope, method: str) -> dict[str, str]:
-    # The required attributes of the HTTP server span convention; recommended ones cost time
-    # on every request and can be added here when a team wants them.
-    attributes = {
+def _server_attributes(scope: Scope, method: str) -> dict[str, str | int]:
+    # The required attributes of the HTTP server span convention; the recommended connection
+    # ones cost time on every request and come with TRACE_CONNECTION_ATTRIBUTES.
+    attributes: dict[str, str | int] = {
         "http.request.method": method,
         "url.path": scope["path"],
         "url.scheme": scope.get("scheme", "http"),
@@ -72,6 +73,41 @@ def _server_attributes(scope: Scope, method: str) -> dict[str, str]:
     return attributes
 
 
+def connection_attributes(scope: Scope) -> dict[str, str | int]:
+    """The server span's recommended connection attributes (stable HTTP convention): the
+    address the client asked for (the Host header, else the listening socket), the client's
+    address, the HTTP version and the user agent."""
+    attributes: dict[str, str | int] = {}
+    host = user_agent = None
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value.decode("latin-1")
+        elif name == b"user-agent":
+            user_agent = value.decode("latin-1")
+    server = scope.get("server") or (None, None)
+    if host:
+        address, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if not address or not port.isdigit():
+            address, port = host, ""
+        attributes["server.address"] = address.strip("[]")
+        if port.isdigit():
+            attributes["server.port"] = int(port)
+        elif server[1] is not None:
+            attributes["server.port"] = server[1]
+    elif server[0] is not None:
+        attributes["server.address"] = server[0]
+        if server[1] is not None:
+            attributes["server.port"] = server[1]
+    client = scope.get("client")
+    if client:
+        attributes["client.address"] = client[0]
+    if "http_version" in scope:
+        attributes["network.protocol.version"] = scope["http_version"]
+    if user_agent is not None:
+        attributes["user_agent.original"] = user_agent
+    return attributes
+
+
 class ObserveRequests:
     def __init__(
         self,
@@ -82,6 +118,7 @@ class ObserveRequests:
         active: Gauge,
         unobserved_paths: Collection[str],
         log_requests: bool,
+        connection_attributes: bool = False,
     ) -> None:
         """``tracer`` None leaves the server span to FastAPI's own telemetry."""
         self.app = app
@@ -90,8 +127,9 @@ class ObserveRequests:
         self._active = active
         self._unobserved = frozenset(unobserved_paths)
         self._log_requests = log_requests
+        self._connection_attributes = connection_attributes
         # Bound now, not looked up per request: logging is configured before the app is made.
-        self._access_log = structlog.get_logger("access").bind()
+        self._access_log = access_logger()
         self._error_log = structlog.get_logger(__name__).bind()
         # Label lookups validate and lock; the few label combinations are cached here instead.
         self._active_by_method: dict[str, Gauge] = {}
@@ -115,9 +153,10 @@ class ObserveRequests:
         if self._tracer is not None:
             carrier = propagation_headers(scope)
             parent = propagate.extract(carrier) if carrier else otel_context.Context()
-            span = self._tracer.start_span(
-                method, parent, SpanKind.SERVER, _server_attributes(scope, method)
-            )
+            attributes = _server_attributes(scope, method)
+            if self._connection_attributes:
+                attributes.update(connection_attributes(scope))
+            span = self._tracer.start_span(method, parent, SpanKind.SERVER, attributes)
             token = otel_context.attach(trace.set_span_in_context(span, parent))
         started = time.perf_counter()
 

@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport, Req
 from opentelemetry.trace import Span, TracerProvider
 from prometheus_client import Histogram
 
+from .client_spans import QuietTracerProvider
 from .metrics import current_exemplar
 from .observe import KNOWN_METHODS
 from .resilience.client import RESEND_COUNT
@@ -96,7 +97,8 @@ def build_client(
         pool = resolver(pool)
     transport = AsyncOpenTelemetryTransport(
         MeasuredTransport(pool, duration),
-        tracer_provider=tracer_provider,
+        # Errors as error.type only: no exception message or stack trace leaves the service.
+        tracer_provider=QuietTracerProvider(tracer_provider),
         request_hook=_mark_resend,
     )
     return httpx.AsyncClient(

@@ -87,7 +87,10 @@ def run(create_app: AppFactory, settings_class: Callable[[], ServiceSettings]) -
         settings_type = settings_class if isinstance(settings_class, type) else ServiceSettings
         _refuse(from_validation(error, settings_type))
     configure_logging(
-        service=settings.service_name, level=settings.log_level, log_format=settings.log_format
+        service=settings.service_name,
+        level=settings.log_level,
+        log_format=settings.log_format,
+        baggage_keys=settings.baggage_keys,
     )
     try:
         provider: TracerProvider = build_tracer_provider(settings)

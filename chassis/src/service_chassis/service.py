@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from starlette.middleware import Middleware
 from starlette.responses import Response
 
+from .baggage_fields import BaggageSpanAttributes
 from .body_limit import BodyLimit
 from .downstreams import Downstream, Downstreams, ResolverFor
 from .health import HealthRegistry
@@ -31,6 +32,7 @@ from .health import router as health_router
 from .metrics import create_metrics, render, watch_event_loop_lag
 from .observe import PROBE_METHODS, ObserveRequests
 from .problems import install_problem_handlers
+from .propagation import install_propagators
 from .resilience.breaker import CircuitState
 from .resilience.client import ResilientClient
 from .settings import ServiceSettings
@@ -73,6 +75,9 @@ class Service:
     ) -> None:
         self.settings = settings
         self.tracer_provider = tracer_provider or build_tracer_provider(settings)
+        install_propagators()  # baggage and tracestate relayed as received
+        if settings.baggage_keys:
+            self.tracer_provider.add_span_processor(BaggageSpanAttributes(settings.baggage_keys))
         self.metrics = create_metrics(version=settings.service_version, owner=settings.owner)
         self.health = HealthRegistry(
             service_id=settings.service_name, release_id=settings.service_version
@@ -145,6 +150,7 @@ class Service:
                     active=metrics.server_active,
                     unobserved_paths=UNOBSERVED_PATHS,
                     log_requests=settings.access_log,
+                    connection_attributes=settings.trace_connection_attributes,
                 ),
                 Middleware(BodyLimit, max_body_bytes=settings.max_request_body_bytes),
             ],

@@ -58,6 +58,11 @@ class ServiceSettings(BaseSettings):
     # FastAPI's spans for dependencies, endpoint and serialisation: useful when profiling a
     # route, about as costly as the request span itself, so off unless asked for.
     trace_operation_spans: bool = False
+    # The server span's recommended attributes server.address, server.port, client.address,
+    # network.protocol.version and user_agent.original: a few microseconds per request.
+    trace_connection_attributes: bool = False
+    # Baggage keys (comma-separated) copied onto every span and log line, e.g. "tenant,plan".
+    baggage_attributes: str = ""
 
     # Graceful shutdown: how long in-flight work may take after SIGTERM.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
@@ -80,6 +85,10 @@ class ServiceSettings(BaseSettings):
     def traces_exporters(self) -> tuple[str, ...]:
         names = (name.strip().lower() for name in self.otel_traces_exporter.split(","))
         return tuple(name for name in names if name)
+
+    @property
+    def baggage_keys(self) -> tuple[str, ...]:
+        return tuple(key for key in (k.strip() for k in self.baggage_attributes.split(",")) if key)
 
     @property
     def otlp_endpoint_configured(self) -> bool:

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import (
 
 from ._version import __version__
 from .configuration import ConfigurationError
+from .lean_spans import lean_tracer
 from .settings import ServiceSettings
 from .span_encoding import SpanEncoder
 
@@ -165,7 +166,8 @@ def build_tracer_provider(settings: ServiceSettings) -> TracerProvider:
 
 
 def service_tracer(provider: TracerProvider) -> trace.Tracer:
-    return provider.get_tracer(__name__.rpartition(".")[0], __version__)
+    # The server span is made on every request: the lean path (lean_spans.py).
+    return lean_tracer(provider, __name__.rpartition(".")[0], __version__)
 
 
 def fastapi_telemetry(

@@ -16,13 +16,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from faststream.kafka import KafkaBroker
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
-from opentelemetry.metrics import NoOpMeterProvider
 
-from .propagation import BaggageMiddleware
 from .settings import MessagingSettings
 from .transport import (
     MESSAGE_ID_HEADER,
@@ -41,13 +38,7 @@ DEFAULT_URL = "127.0.0.1:9092"
 def middlewares(telemetry: Telemetry | None) -> Sequence[Any]:
     if telemetry is None:
         return ()
-    return (
-        KafkaTelemetryMiddleware(
-            tracer_provider=telemetry.tracer_provider, meter_provider=NoOpMeterProvider()
-        ),
-        KafkaPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.app_name),
-        BaggageMiddleware,
-    )
+    return (KafkaPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.app_name),)
 
 
 class KafkaTransport(BrokerLifecycle):
@@ -57,6 +48,10 @@ class KafkaTransport(BrokerLifecycle):
     def __init__(self, settings: MessagingSettings, telemetry: Telemetry | None) -> None:
         self.url = settings.broker_url or DEFAULT_URL
         self._settings = settings
+        if telemetry is not None:
+            self.telemetry = telemetry.for_transport(
+                "kafka", consumer_group=settings.consumer_group
+            )
         self._servers = [server.strip() for server in self.url.split(",")]
         self.broker = KafkaBroker(
             self._servers,
@@ -83,15 +78,22 @@ class KafkaTransport(BrokerLifecycle):
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=whole_message,
         )
-        subscriber(subscriber_function(consume))
+        subscriber(
+            subscriber_function(
+                consume,
+                telemetry=self.telemetry,
+                destination=self._settings.destination,
+                message_id=self.message_id,
+            )
+        )
 
     async def start(self) -> None:
         # aiokafka leaks a producer whose start failed: look for a reachable server first.
         await _any_reachable(self._servers)
         await self.broker.start()
 
-    async def publish(
-        self, body: bytes, *, destination: str, message_id: str, headers: Mapping[str, str]
+    async def _send(
+        self, body: bytes, destination: str, message_id: str, headers: Mapping[str, str]
     ) -> None:
         await self.broker.publish(
             body,

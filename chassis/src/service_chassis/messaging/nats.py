@@ -18,15 +18,12 @@ import structlog
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
-from opentelemetry.metrics import NoOpMeterProvider
 
-from .propagation import BaggageMiddleware
 from .settings import MessagingSettings
 from .transport import (
     MESSAGE_ID_HEADER,
@@ -55,13 +52,7 @@ def stream_name(subject: str) -> str:
 def middlewares(telemetry: Telemetry | None) -> Sequence[Any]:
     if telemetry is None:
         return ()
-    return (
-        NatsTelemetryMiddleware(
-            tracer_provider=telemetry.tracer_provider, meter_provider=NoOpMeterProvider()
-        ),
-        NatsPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.app_name),
-        BaggageMiddleware,
-    )
+    return (NatsPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.app_name),)
 
 
 class NatsTransport(BrokerLifecycle):
@@ -71,6 +62,9 @@ class NatsTransport(BrokerLifecycle):
     def __init__(self, settings: MessagingSettings, telemetry: Telemetry | None) -> None:
         self.url = settings.broker_url or DEFAULT_URL
         self._settings = settings
+        if telemetry is not None:
+            # A durable pull consumer is NATS's consumer group.
+            self.telemetry = telemetry.for_transport("nats", consumer_group=settings.consumer_group)
         self.events_stream = JStream(
             name=stream_name(settings.destination), subjects=[settings.destination]
         )
@@ -120,7 +114,14 @@ class NatsTransport(BrokerLifecycle):
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=whole_message,
         )
-        subscriber(subscriber_function(consume))
+        subscriber(
+            subscriber_function(
+                consume,
+                telemetry=self.telemetry,
+                destination=settings.destination,
+                message_id=self.message_id,
+            )
+        )
 
     async def start(self) -> None:
         await self.broker.connect()
@@ -138,8 +139,8 @@ class NatsTransport(BrokerLifecycle):
                 )
         await self.broker.start()
 
-    async def publish(
-        self, body: bytes, *, destination: str, message_id: str, headers: Mapping[str, str]
+    async def _send(
+        self, body: bytes, destination: str, message_id: str, headers: Mapping[str, str]
     ) -> None:
         await self.broker.publish(
             body,

@@ -21,12 +21,9 @@ import aio_pika
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
-from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas import Channel
-from opentelemetry.metrics import NoOpMeterProvider
 
-from .propagation import BaggageMiddleware
 from .settings import MessagingSettings
 from .transport import (
     BrokerLifecycle,
@@ -52,13 +49,7 @@ DELIVERY_COUNT_HEADER = "x-delivery-count"
 def middlewares(telemetry: Telemetry | None) -> Sequence[Any]:
     if telemetry is None:
         return ()
-    return (
-        RabbitTelemetryMiddleware(
-            tracer_provider=telemetry.tracer_provider, meter_provider=NoOpMeterProvider()
-        ),
-        RabbitPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.app_name),
-        BaggageMiddleware,
-    )
+    return (RabbitPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.app_name),)
 
 
 class RabbitTransport(BrokerLifecycle):
@@ -74,6 +65,10 @@ class RabbitTransport(BrokerLifecycle):
             queue_type=QueueType.QUORUM,
             durable=True,
         )
+        if telemetry is not None:
+            # RabbitMQ has no consumer groups in the conventions: the group's queue is the
+            # subscription the messages come from.
+            self.telemetry = telemetry.for_transport("rabbitmq", subscription=self.queue.name)
         self.dead_letter_queue = RabbitQueue(
             settings.dead_letter_destination, queue_type=QueueType.QUORUM, durable=True
         )
@@ -101,7 +96,14 @@ class RabbitTransport(BrokerLifecycle):
         subscriber = self.broker.subscriber(
             self.queue, self.exchange, ack_policy=AckPolicy.NACK_ON_ERROR, decoder=whole_message
         )
-        subscriber(subscriber_function(consume))
+        subscriber(
+            subscriber_function(
+                consume,
+                telemetry=self.telemetry,
+                destination=self.exchange.name,
+                message_id=self.message_id,
+            )
+        )
 
     async def start(self) -> None:
         await self.broker.connect()
@@ -112,8 +114,8 @@ class RabbitTransport(BrokerLifecycle):
         await self.broker.declare_queue(self.dead_letter_queue)
         await self.broker.start()
 
-    async def publish(
-        self, body: bytes, *, destination: str, message_id: str, headers: Mapping[str, str]
+    async def _send(
+        self, body: bytes, destination: str, message_id: str, headers: Mapping[str, str]
     ) -> None:
         amqp_headers: dict[str, Any] = {k: v for k, v in headers.items() if k != "content-type"}
         # Events go to the exchange (every group's queue); dead letters to their own queue.

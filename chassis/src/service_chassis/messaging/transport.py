@@ -19,6 +19,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from ..outages import OutageLog
+from .telemetry import MessagingTelemetry
 
 # The id a consumer deduplicates on. FastStream reads this header as the message id on NATS;
 # RabbitMQ carries the id in the AMQP ``message_id`` property instead.
@@ -29,11 +30,22 @@ Consume = Callable[[StreamMessage[Any]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Telemetry:
-    """Where FastStream's OpenTelemetry and Prometheus middlewares report to."""
+    """Where the transport's spans and metrics (and FastStream's Prometheus middleware) go."""
 
     tracer_provider: TracerProvider
     registry: CollectorRegistry
     app_name: str
+
+    def for_transport(
+        self, system: str, *, consumer_group: str | None = None, subscription: str | None = None
+    ) -> MessagingTelemetry:
+        return MessagingTelemetry(
+            system=system,
+            tracer_provider=self.tracer_provider,
+            registry=self.registry,
+            consumer_group=consumer_group,
+            subscription=subscription,
+        )
 
 
 class Transport(Protocol):
@@ -94,9 +106,30 @@ class _Broker(Protocol):
 
 
 class BrokerLifecycle:
-    """Start-independent parts every transport shares: stopping and the connection check."""
+    """What every transport shares: the traced publish, stopping, the connection check."""
 
     broker: _Broker
+    telemetry: MessagingTelemetry | None = None
+
+    async def publish(
+        self, body: bytes, *, destination: str, message_id: str, headers: Mapping[str, str]
+    ) -> None:
+        if self.telemetry is None:
+            await self._send(body, destination, message_id, dict(headers))
+            return
+
+        async def send(with_context: Mapping[str, str]) -> None:
+            await self._send(body, destination, message_id, with_context)
+
+        await self.telemetry.send(
+            send, destination=destination, message_id=message_id, headers=dict(headers)
+        )
+
+    async def _send(
+        self, body: bytes, destination: str, message_id: str, headers: Mapping[str, str]
+    ) -> None:
+        """Publish with the broker's client; return once the broker took the message."""
+        raise NotImplementedError
 
     async def stop_consuming(self) -> None:
         # A stopped FastStream subscriber fetches nothing more, waits for the handlers it
@@ -123,13 +156,31 @@ async def whole_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
     return message
 
 
-def subscriber_function(consume: Consume) -> Callable[[StreamMessage[Any]], Awaitable[None]]:
-    """A plain function for FastStream to subscribe (it names handlers after functions)."""
+def subscriber_function(
+    consume: Consume,
+    *,
+    telemetry: MessagingTelemetry | None = None,
+    destination: str = "",
+    message_id: Callable[[StreamMessage[Any]], str] = lambda message: message.message_id,
+) -> Callable[[StreamMessage[Any]], Awaitable[None]]:
+    """A plain function for FastStream to subscribe (it names handlers after functions),
+    each delivery processed inside its process span when there is telemetry."""
+    if telemetry is None:
 
-    async def consume_message(message: StreamMessage[Any]) -> None:
-        await consume(message)
+        async def consume_message(message: StreamMessage[Any]) -> None:
+            await consume(message)
 
-    return consume_message
+        return consume_message
+
+    async def consume_traced_message(message: StreamMessage[Any]) -> None:
+        await telemetry.process(
+            lambda: consume(message),
+            destination=destination,
+            message_id=message_id(message),
+            headers=message.headers,
+        )
+
+    return consume_traced_message
 
 
 def header(message: StreamMessage[Any], name: str) -> str | None:
