@@ -154,3 +154,25 @@ def test_the_public_key_as_an_hmac_secret_is_refused(
     running, kind = gateway
     public = keys[kind].with_suffix(".pub").read_text()
     assert status(running, jwt(claims(), secret=public)) == 401
+
+
+def test_issuer_and_audience_when_configured(
+    stack_binaries: dict[str, Path],
+    keys: dict[str, Path],
+    upstream: int,
+    tmp_path: Path,
+) -> None:
+    public = keys["ed25519"].with_suffix(".pub")
+    settings = f"key_file {public}\n\t\tissuer https://issuer.test\n\t\taudience api"
+    with run_gateway(
+        stack_binaries["caddy"],
+        tmp_path,
+        {"orders": f"127.0.0.1:{upstream}"},
+        caddyfile=CADDYFILE.read_text().replace(SHIPPED_SNIPPET, settings),
+    ) as running:
+        key = keys["ed25519"]
+        good = claims(iss="https://issuer.test", aud="api")
+        assert status(running, signed(good, key, "ed25519")) == 200
+        assert status(running, signed({**good, "iss": "https://other.test"}, key, "ed25519")) == 401
+        assert status(running, signed({**good, "aud": "other"}, key, "ed25519")) == 401
+        assert status(running, signed(claims(), key, "ed25519")) == 401  # neither claim
