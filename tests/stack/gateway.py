@@ -14,7 +14,6 @@ import hmac
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -148,17 +147,19 @@ def run_gateway(
     jaeger: Jaeger | None = None,
     env: Mapping[str, str] | None = None,
     extra_routes: str = "",
+    caddyfile: str | None = None,
 ) -> Iterator[Gateway]:
     """gateway/Caddyfile with the shipped route table, on free loopback ports.
 
     `upstreams` maps a service of the route table to the host:port it runs on. `extra_routes`
     (lines in the table's own syntax) are appended to a copy of the table, for routes a test
-    needs beside the shipped ones; the Caddyfile is then copied next to it, unchanged.
+    needs beside the shipped ones; `caddyfile` replaces the Caddyfile's text, for a test of a
+    setting the shipped file does not use. Either way both files are copied side by side.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config = CADDYFILE
-    if extra_routes:
-        shutil.copy(CADDYFILE, workdir / "Caddyfile")
+    if extra_routes or caddyfile is not None:
+        (workdir / "Caddyfile").write_text(caddyfile or CADDYFILE.read_text())
         (workdir / "routes.caddy").write_text(ROUTES.read_text() + extra_routes)
         config = workdir / "Caddyfile"
     gateway = Gateway(free_port(), free_port(), workdir)
