@@ -14,9 +14,10 @@ opentelemetry/proto/trace/v1/trace.proto and common/v1/common.proto.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -37,7 +38,7 @@ _CACHE_LIMIT = 4096
 _ScopeGroup = tuple[InstrumentationScope | None, list[bytes]]
 
 
-def _varint(value: int) -> bytes:
+def _encode_varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64  # int64 in two's complement, as protobuf does
     out = bytearray()
@@ -46,6 +47,16 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+# Lengths and small numbers, encoded once: most varints of a span are below this.
+_SMALL_VARINTS = [_encode_varint(value) for value in range(1 << 14)]
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 16384:
+        return _SMALL_VARINTS[value]
+    return _encode_varint(value)
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
@@ -134,8 +145,9 @@ class SpanEncoder:
             parts.append(b"\x39" + _FIXED64(span.start_time))
         if span.end_time:
             parts.append(b"\x41" + _FIXED64(span.end_time))
-        if span.attributes:
-            parts.append(self._attributes(b"\x4a", span.attributes))
+        attributes = _span_attributes(span)
+        if attributes:
+            parts.append(self._attributes(b"\x4a", attributes))
         if span.dropped_attributes:
             parts.append(b"\x50" + _varint(span.dropped_attributes))
         for event in span.events:
@@ -173,7 +185,7 @@ class SpanEncoder:
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
         cache = self._attribute_cache
         out = []
-        for key, value in attributes.items():
+        for key, value in _items(attributes):
             try:
                 cache_key = (key, type(value), value)
                 encoded = cache.get(cache_key)
@@ -218,6 +230,22 @@ def _cached(cache: dict[int, tuple[Any, bytes]], key: Any, encode: Callable[[Any
     encoded = encode(key)
     cache[id(key)] = (key, encoded)
     return encoded
+
+
+def _items(attributes: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """The pairs of attributes. The SDK's ``BoundedAttributes`` iterates as a generic
+    Mapping (a lookup per key, a lock while mutable); those of an ended span, event or link
+    no longer change, so their dictionary is read directly."""
+    if isinstance(attributes, BoundedAttributes):
+        return attributes._dict.items()
+    return attributes.items()
+
+
+def _span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    # ReadableSpan.attributes wraps the SDK's attributes in a read-only proxy; the
+    # attributes themselves are what _items reads fastest.
+    raw = getattr(span, "_attributes", None)
+    return raw if isinstance(raw, BoundedAttributes) else (span.attributes or {})
 
 
 def _flags(parent: SpanContext | None) -> int:
