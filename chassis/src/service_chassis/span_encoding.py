@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
@@ -33,6 +34,17 @@ _KIND = {kind: kind.value + 1 for kind in SpanKind}
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 _CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedSpan:
+    """A finished span as its ``Span`` message, encoded when it ended: a queued span then
+    holds a few bytes instead of the span's objects (tracing.EncodingBatchSpanProcessor)."""
+
+    resource: Resource
+    scope: InstrumentationScope | None
+    data: bytes
+
 
 # One scope's encoded spans, as grouped for an export request.
 _ScopeGroup = tuple[InstrumentationScope | None, list[bytes]]
@@ -102,14 +114,15 @@ class SpanEncoder:
         self._resource_cache: dict[int, tuple[Resource, bytes]] = {}
         self._scope_cache: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 
-    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+    def encode(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
+        """An ``ExportTraceServiceRequest`` of ``spans``, encoded now or beforehand."""
         # Group by resource, then by scope, as the SDK encoder does.
         grouped: dict[int, tuple[Resource, dict[int, _ScopeGroup]]] = {}
-        for span in spans:
-            resource = span.resource
-            scope = span.instrumentation_scope or None
+        for item in spans:
+            encoded = item if isinstance(item, EncodedSpan) else self.encode_span(item)
+            resource, scope = encoded.resource, encoded.scope
             by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
-            by_scope.setdefault(id(scope), (scope, []))[1].append(self._span(span))
+            by_scope.setdefault(id(scope), (scope, []))[1].append(encoded.data)
         out = []
         for resource, by_scope in grouped.values():
             scope_spans = []
@@ -124,6 +137,10 @@ class SpanEncoder:
                 resource_spans += _field(b"\x1a", resource.schema_url.encode())
             out.append(_field(b"\x0a", resource_spans))
         return b"".join(out)
+
+    def encode_span(self, span: ReadableSpan) -> EncodedSpan:
+        """One span's ``Span`` message, with what groups it in a request."""
+        return EncodedSpan(span.resource, span.instrumentation_scope or None, self._span(span))
 
     def _span(self, span: ReadableSpan) -> bytes:
         context = span.get_span_context()
