@@ -280,3 +280,49 @@ async def test_client_spans_carry_the_error_class_never_its_message(
         assert not [e for e in span.events if e.name == "exception"]
         assert "Errno" not in span.to_json()
         assert "Traceback" not in span.to_json()
+
+
+async def test_the_lifespan_flushes_the_spans_of_the_last_requests(
+    make_settings: Callable[..., Settings], otlp_receiver: OtlpReceiver
+) -> None:
+    """Nothing waits in the queue after shutdown: OTEL_BSP_SCHEDULE_DELAY is far away, and
+    the spans are there as soon as the app has stopped, before the provider shuts down."""
+    settings = make_settings(
+        otel_traces_exporter="otlp", otel_exporter_otlp_endpoint=otlp_receiver.http_endpoint
+    )
+    provider = build_tracer_provider(settings)
+    app = create_app(settings, tracer_provider=provider)
+    async with serve(app) as client:
+        for number in range(3):
+            await client.get(f"/items/{number}")
+    assert len(otlp_receiver.spans) == 3
+    provider.shutdown()
+
+
+async def test_a_disabled_sdk_makes_and_exports_nothing(
+    make_settings: Callable[..., Settings],
+    otlp_receiver: OtlpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    settings = make_settings(
+        otel_traces_exporter="otlp",
+        otel_exporter_otlp_endpoint=otlp_receiver.http_endpoint,
+        baggage_attributes="tenant",
+    )
+    provider = build_tracer_provider(settings)
+    app = create_app(settings, tracer_provider=provider)
+    stream = io.StringIO()
+    configure_logging(service="sample", level="INFO", stream=stream)
+    async with serve(app) as client:
+        response = await client.get(
+            "/items/1", headers={"traceparent": TRACEPARENT, "baggage": "tenant=acme"}
+        )
+    assert response.status_code == 200
+    provider.shutdown()
+    assert otlp_receiver.spans == []
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [access] = [line for line in lines if line["event"] == "request"]
+    # The API without an SDK still continues the caller's trace context (a non-recording span
+    # with the parent's ids), so the log line still joins the caller's trace.
+    assert access["trace_id"] == TRACEPARENT.split("-")[1]

@@ -55,10 +55,12 @@ class LeanAttributes(BoundedAttributes):
         self._immutable = False
 
     def set_many(self, attributes: Mapping[str, types.AnyValue]) -> None:
-        if self.maxlen == 0 or not all(
-            type(value) in _SCALARS and type(key) is str and key
-            for key, value in attributes.items()
-        ):
+        simple = self.maxlen != 0
+        for key, value in attributes.items():
+            if type(value) not in _SCALARS or type(key) is not str or not key:
+                simple = False
+                break
+        if not simple:
             self._set_items(attributes)  # the SDK's own path, warnings and all
             return
         limit = self.max_value_len

@@ -14,9 +14,11 @@ opentelemetry/proto/trace/v1/trace.proto and common/v1/common.proto.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -33,11 +35,22 @@ _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 _CACHE_LIMIT = 4096
 
+
+@dataclass(frozen=True, slots=True)
+class EncodedSpan:
+    """A finished span as its ``Span`` message, encoded when it ended: a queued span then
+    holds a few bytes instead of the span's objects (tracing.EncodingBatchSpanProcessor)."""
+
+    resource: Resource
+    scope: InstrumentationScope | None
+    data: bytes
+
+
 # One scope's encoded spans, as grouped for an export request.
 _ScopeGroup = tuple[InstrumentationScope | None, list[bytes]]
 
 
-def _varint(value: int) -> bytes:
+def _encode_varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64  # int64 in two's complement, as protobuf does
     out = bytearray()
@@ -46,6 +59,16 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+# Lengths and small numbers, encoded once: most varints of a span are below this.
+_SMALL_VARINTS = [_encode_varint(value) for value in range(1 << 14)]
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 16384:
+        return _SMALL_VARINTS[value]
+    return _encode_varint(value)
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
@@ -91,14 +114,15 @@ class SpanEncoder:
         self._resource_cache: dict[int, tuple[Resource, bytes]] = {}
         self._scope_cache: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 
-    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+    def encode(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
+        """An ``ExportTraceServiceRequest`` of ``spans``, encoded now or beforehand."""
         # Group by resource, then by scope, as the SDK encoder does.
         grouped: dict[int, tuple[Resource, dict[int, _ScopeGroup]]] = {}
-        for span in spans:
-            resource = span.resource
-            scope = span.instrumentation_scope or None
+        for item in spans:
+            encoded = item if isinstance(item, EncodedSpan) else self.encode_span(item)
+            resource, scope = encoded.resource, encoded.scope
             by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
-            by_scope.setdefault(id(scope), (scope, []))[1].append(self._span(span))
+            by_scope.setdefault(id(scope), (scope, []))[1].append(encoded.data)
         out = []
         for resource, by_scope in grouped.values():
             scope_spans = []
@@ -113,6 +137,10 @@ class SpanEncoder:
                 resource_spans += _field(b"\x1a", resource.schema_url.encode())
             out.append(_field(b"\x0a", resource_spans))
         return b"".join(out)
+
+    def encode_span(self, span: ReadableSpan) -> EncodedSpan:
+        """One span's ``Span`` message, with what groups it in a request."""
+        return EncodedSpan(span.resource, span.instrumentation_scope or None, self._span(span))
 
     def _span(self, span: ReadableSpan) -> bytes:
         context = span.get_span_context()
@@ -134,8 +162,9 @@ class SpanEncoder:
             parts.append(b"\x39" + _FIXED64(span.start_time))
         if span.end_time:
             parts.append(b"\x41" + _FIXED64(span.end_time))
-        if span.attributes:
-            parts.append(self._attributes(b"\x4a", span.attributes))
+        attributes = _span_attributes(span)
+        if attributes:
+            parts.append(self._attributes(b"\x4a", attributes))
         if span.dropped_attributes:
             parts.append(b"\x50" + _varint(span.dropped_attributes))
         for event in span.events:
@@ -173,7 +202,7 @@ class SpanEncoder:
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
         cache = self._attribute_cache
         out = []
-        for key, value in attributes.items():
+        for key, value in _items(attributes):
             try:
                 cache_key = (key, type(value), value)
                 encoded = cache.get(cache_key)
@@ -218,6 +247,22 @@ def _cached(cache: dict[int, tuple[Any, bytes]], key: Any, encode: Callable[[Any
     encoded = encode(key)
     cache[id(key)] = (key, encoded)
     return encoded
+
+
+def _items(attributes: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """The pairs of attributes. The SDK's ``BoundedAttributes`` iterates as a generic
+    Mapping (a lookup per key, a lock while mutable); those of an ended span, event or link
+    no longer change, so their dictionary is read directly."""
+    if isinstance(attributes, BoundedAttributes):
+        return attributes._dict.items()
+    return attributes.items()
+
+
+def _span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    # ReadableSpan.attributes wraps the SDK's attributes in a read-only proxy; the
+    # attributes themselves are what _items reads fastest.
+    raw = getattr(span, "_attributes", None)
+    return raw if isinstance(raw, BoundedAttributes) else (span.attributes or {})
 
 
 def _flags(parent: SpanContext | None) -> int:

@@ -70,7 +70,7 @@ async def test_in_memory_the_event_flows_retries_and_stays_in_the_trace(
     assert attempts == ["unit", "unit", "unit"]
     spans = {s.name: s for s in span_exporter.get_finished_spans()}
     server = spans["POST /events"]
-    process = spans[f"{unit_settings.destination} process"]
+    process = spans[f"process {unit_settings.destination}"]
     assert process.kind == SpanKind.CONSUMER
     assert process.context is not None
     assert server.context is not None
