@@ -27,6 +27,7 @@ ANSWERS_JSON = r"""{{ cookiecutter | tojson }}"""
 
 MESSAGING = ("nats", "rabbitmq", "kafka", "none")
 DISCOVERY = ("kubernetes", "consul", "none")
+DATABASES = ("none", "postgres")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 
 # RFC 1123 label, lowercase: what Kubernetes, DNS and Prometheus labels all accept.
@@ -45,6 +46,7 @@ RESERVED_PORTS = {
     4222: "NATS",
     4317: "OTLP/gRPC",
     4318: "OTLP/HTTP",
+    5432: "PostgreSQL",
     5672: "RabbitMQ",
     8222: "NATS monitoring",
     8500: "Consul",
@@ -302,6 +304,7 @@ def validate(
     errors += check_http_port(answers.get("http_port", ""))
     errors += check_choice("messaging", answers.get("messaging"), MESSAGING)
     errors += check_choice("discovery", answers.get("discovery"), DISCOVERY)
+    errors += check_choice("database", answers.get("database"), DATABASES)
     errors += check_choice("python_version", answers.get("python_version"), PYTHON_VERSIONS)
     errors += check_combination(answers)
     return errors

@@ -39,6 +39,7 @@ GOOD: dict[str, Any] = {
     "http_port": 8000,
     "messaging": "nats",
     "discovery": "kubernetes",
+    "database": "none",
     "python_version": "3.12",
 }
 
@@ -137,7 +138,12 @@ def test_port_must_be_usable(pre_gen: ModuleType, port: object, expected: str) -
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("messaging", "kafkaa"), ("discovery", "eureka"), ("python_version", "2.7")],
+    [
+        ("messaging", "kafkaa"),
+        ("discovery", "eureka"),
+        ("database", "mysql"),
+        ("python_version", "2.7"),
+    ],
 )
 def test_choices_are_enforced(pre_gen: ModuleType, field: str, value: str) -> None:
     (error,) = errors_for(pre_gen, **{field: value})

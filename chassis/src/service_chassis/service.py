@@ -145,7 +145,8 @@ class Service:
 
     def _outbox(self) -> None:
         """With a database and a broker: events published in a unit of work go through the
-        outbox, and its relay runs (started after the broker, stopped before it)."""
+        outbox, its relay runs (started after the broker, stopped before it), and the
+        consumer's inbox is the database's."""
         if self.database is None or self.messaging is None:
             return
         from .database.wiring import install_outbox

@@ -55,6 +55,17 @@ class Inbox:
 
         return handle_once
 
+    def wrap(
+        self, handler: Callable[[Event], Awaitable[None]]
+    ) -> Callable[[Event], Awaitable[None]]:
+        """``handler(event)`` as the consumer's handler, once per event id, in the inbox's
+        transaction (``current_unit_of_work()`` gives it to code that writes)."""
+
+        async def handle(event: Event, work: UnitOfWork) -> None:
+            await handler(event)
+
+        return self.handler(handle)
+
     async def claim(self, message_id: str) -> bool:
         if message_id in self._in_flight:
             return False

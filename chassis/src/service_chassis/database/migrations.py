@@ -39,6 +39,16 @@ CONNECTION = "connection"
 def alembic_config(script_location: Path, url: DatabaseURL | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(script_location))
+    # Module names must be identifiers (mypy checks the migrations): a letter first.
+    config.set_main_option("file_template", "r%%(rev)s_%%(slug)s")
+    # A new migration is formatted and linted as the rest of the service is.
+    config.set_section_option("post_write_hooks", "hooks", "ruff_format, ruff_fix")
+    for name, options in (("ruff_format", "format"), ("ruff_fix", "check --fix --quiet")):
+        config.set_section_option("post_write_hooks", f"{name}.type", "module")
+        config.set_section_option("post_write_hooks", f"{name}.module", "ruff")
+        config.set_section_option(
+            "post_write_hooks", f"{name}.options", f"{options} REVISION_SCRIPT_FILENAME"
+        )
     if url is not None:
         # ConfigParser interpolation: a % in the password must be doubled.
         rendered = url.url.render_as_string(hide_password=False)
@@ -47,7 +57,7 @@ def alembic_config(script_location: Path, url: DatabaseURL | None = None) -> Con
 
 
 async def _migrate(
-    script_location: Path, settings: DatabaseSettings, revision: str, *, down: bool
+    script_location: Path, settings: DatabaseSettings, revision: str, *, action: str
 ) -> None:
     url = settings.database_url
     engine = create_async_engine(
@@ -57,27 +67,34 @@ async def _migrate(
     try:
         async with engine.begin() as connection:
             await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-            await connection.run_sync(_run, config, revision, down)
+            await connection.run_sync(_run, config, revision, action)
     finally:
         await engine.dispose()
 
 
-def _run(connection: Connection, config: Config, revision: str, down: bool) -> None:
+def _run(connection: Connection, config: Config, argument: str, action: str) -> None:
     config.attributes[CONNECTION] = connection
-    if down:
-        command.downgrade(config, revision)
+    if action == "downgrade":
+        command.downgrade(config, argument)
+    elif action == "revision":
+        command.revision(config, message=argument, autogenerate=True)
     else:
-        command.upgrade(config, revision)
+        command.upgrade(config, argument)
 
 
 async def upgrade(
     script_location: Path, settings: DatabaseSettings, revision: str = "head"
 ) -> None:
-    await _migrate(script_location, settings, revision, down=False)
+    await _migrate(script_location, settings, revision, action="upgrade")
 
 
 async def downgrade(script_location: Path, settings: DatabaseSettings, revision: str) -> None:
-    await _migrate(script_location, settings, revision, down=True)
+    await _migrate(script_location, settings, revision, action="downgrade")
+
+
+async def new_revision(script_location: Path, settings: DatabaseSettings, message: str) -> None:
+    """Write a migration from what the models have and the database (at head) lacks."""
+    await _migrate(script_location, settings, message, action="revision")
 
 
 def run_migrations(target_metadata: MetaData | Sequence[MetaData]) -> None:
@@ -119,20 +136,27 @@ def _configure_and_run(
         context.run_migrations()
 
 
+USAGE = 'usage: migrate [--downgrade <revision> | --new "what changed"]'
+
+
 def main(script_location: Path, argv: Sequence[str]) -> int:
-    """``migrate`` (to head) or ``migrate --downgrade <revision>``; the exit status."""
+    """``migrate`` (to head), ``migrate --downgrade <revision>``, or ``migrate --new
+    "message"`` (a new migration from the models); the exit status."""
     try:
         settings = DatabaseSettings.from_environment()
     except ConfigurationError as error:
         print("\n".join(error.problems), file=sys.stderr)
         return EX_CONFIG
     args = list(argv)
+    if args[:1] == ["--new"] and len(args) == 2:
+        asyncio.run(new_revision(script_location, settings, args[1]))
+        return 0
     if args[:1] == ["--downgrade"] and len(args) == 2:
         asyncio.run(downgrade(script_location, settings, args[1]))
         log.info("migrated down", revision=args[1], url=settings.database_url.redacted())
         return 0
     if args:
-        print("usage: migrate [--downgrade <revision>]", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     asyncio.run(upgrade(script_location, settings))
     log.info("migrated", revision="head", url=settings.database_url.redacted())

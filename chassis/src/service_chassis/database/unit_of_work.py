@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate
 from sqlalchemy import exc, text
@@ -55,6 +56,29 @@ class UnitOfWork:
     session: AsyncSession
     _outbox: OutboxWriter | None = None
     _published: int = field(default=0)
+
+    @property
+    def publishes(self) -> bool:
+        """Whether ``publish`` can write events: the service has messaging on too."""
+        return self._outbox is not None
+
+    async def publish_new(
+        self,
+        event_type: str,
+        data: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        destination: str | None = None,
+    ) -> uuid.UUID:
+        """Make an event of ``event_type`` with ``data`` and ``publish`` it; its id. Code that
+        must also run without a broker uses this, as it needs no messaging import."""
+        from ..messaging.events import Event, NewEvent
+
+        event = Event.create(
+            NewEvent(type=event_type, data=dict(data)), idempotency_key=idempotency_key
+        )
+        await self.publish(event, destination=destination)
+        return event.id
 
     async def publish(self, event: Event, *, destination: str | None = None) -> None:
         """Write ``event`` to the outbox in this transaction; the relay publishes it after

@@ -1,5 +1,6 @@
-"""Outbox wiring: a unit of work's ``publish`` writes with the messaging publisher's encoding
-and destination, and a commit that wrote events wakes the relay."""
+"""A database and a broker together: a unit of work's ``publish`` writes to the outbox with the
+messaging publisher's encoding and destination, a commit that wrote events wakes the relay, and
+the consumer records handled event ids in the inbox."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from ..messaging import Messaging
 from .database import Database
+from .inbox import Inbox
 from .outbox import OutboxRelay
 from .unit_of_work import OutboxWriter
 
@@ -27,4 +29,5 @@ def install_outbox(
         destination=messaging.settings.destination,
         written=relay.wake,
     )
+    messaging.inbox = Inbox(database)
     return relay

@@ -43,17 +43,28 @@ async def _admin(url: str, statement: str) -> None:
         await connection.close()
 
 
-@contextlib.asynccontextmanager
-async def fresh_database(url: str | None = None, prefix: str = "test") -> AsyncIterator[str]:
-    """A new, empty database with a unique name; its URL. Dropped afterwards, even with
-    connections still open to it."""
+async def create_database(url: str | None = None, prefix: str = "test") -> str:
+    """A new, empty database with a unique name on the server of ``url``; its URL."""
     server = url or server_url()
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     await _admin(server, f'CREATE DATABASE "{name}"')
+    return with_database(server, name)
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database ``url`` names, even with connections still open to it."""
+    base, _, name = url.rpartition("/")
+    await _admin(f"{base}/postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(url: str | None = None, prefix: str = "test") -> AsyncIterator[str]:
+    """A new, empty database with a unique name; its URL. Dropped afterwards."""
+    created = await create_database(url, prefix)
     try:
-        yield with_database(server, name)
+        yield created
     finally:
-        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(created)
 
 
 def _as_postgres(*command: str) -> list[str]:
