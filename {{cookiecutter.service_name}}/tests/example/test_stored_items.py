@@ -65,6 +65,15 @@ async def test_queries_are_client_spans_counted_on_the_request_span(
     assert (server.attributes or {})["db.client.query_count"] == 2  # SET LOCAL, SELECT
 
 
+async def test_statements_and_the_pool_are_measured(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/items/1")).status_code == 200
+    metrics = (await client.get("/metrics")).text
+    assert 'db_client_operation_duration_seconds_count{db_collection_name="items"' in metrics
+    assert "db_client_connection_max{" in metrics
+    assert 'db_client_connection_state="used"' in metrics
+    assert "db_client_connection_wait_time_seconds_bucket{" in metrics
+
+
 async def test_readiness_checks_the_database(client: httpx.AsyncClient) -> None:
     ready = await client.get("/health/ready")
     assert ready.json()["checks"]["postgresql:connection"][0]["status"] == "pass"

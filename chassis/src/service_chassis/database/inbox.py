@@ -59,7 +59,7 @@ class Inbox:
         self, handler: Callable[[Event], Awaitable[None]]
     ) -> Callable[[Event], Awaitable[None]]:
         """``handler(event)`` as the consumer's handler, once per event id, in the inbox's
-        transaction (``current_unit_of_work()`` gives it to code that writes)."""
+        transaction (``current_unit_of_work.get()`` gives it to code that writes)."""
 
         async def handle(event: Event, work: UnitOfWork) -> None:
             await handler(event)

@@ -74,7 +74,7 @@ class Messaging:
     ) -> ReliableConsumer:
         """Consume the service's events destination with ``handler`` (one per service). With
         a database, each attempt runs in a transaction that records the event id in the
-        inbox (``current_unit_of_work()`` is that transaction)."""
+        inbox (``current_unit_of_work.get()`` is that transaction)."""
         if self.consumer is not None:
             raise RuntimeError("this service already subscribed a handler to its events")
         if store is None and self.inbox is not None:
