@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service_chassis.sagas import (
     SagaDefinition,
     SagaOrchestrator,
+    SagaRunner,
     SagaStatus,
     SagaStep,
     StepContext,
@@ -229,3 +230,29 @@ def test_definitions_refuse_duplicates_and_empty() -> None:
     part = Participant("stock")
     with pytest.raises(ValueError, match="repeats a step name"):
         SagaDefinition("twice", [part.step(), part.step()])
+
+
+async def test_runner_finishes_the_step_in_flight_before_it_stops(engine: AsyncEngine) -> None:
+    parts = participants()
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(context: StepContext) -> None:
+        entered.set()
+        await release.wait()
+        await Participant.act(parts[0], context)
+
+    definition = SagaDefinition("place-order", [SagaStep("stock", slow, parts[0].undo)])
+    runner = SagaRunner(SagaOrchestrator(engine, [definition]), poll_interval=0.05)
+    await runner.start()
+    saga_id = UUID(await start(runner.orchestrator, engine))
+    await asyncio.wait_for(entered.wait(), 5)
+
+    stopping = asyncio.create_task(runner.stop())
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # waits for the step, does not cut it
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+
+    view = await runner.orchestrator.get(saga_id)
+    assert view is not None
+    assert view.status is SagaStatus.COMPLETED

@@ -10,6 +10,7 @@ from .machine import SagaStatus
 from .metrics import SagaMetrics, create_saga_metrics
 from .orchestrator import SAGA_ID, SagaNotFound, SagaOrchestrator, SagaView, UnknownSaga
 from .routes import saga_routes
+from .runner import SagaRunner
 from .tables import metadata
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "SagaMetrics",
     "SagaNotFound",
     "SagaOrchestrator",
+    "SagaRunner",
     "SagaStatus",
     "SagaStep",
     "SagaView",

@@ -152,9 +152,19 @@ class SagaOrchestrator:
 
     # Running -----------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, *, poll_interval: float = 0.5) -> None:
+    async def run(
+        self, stop: asyncio.Event, *, poll_interval: float = 0.5, gauges_every: float = 5.0
+    ) -> None:
         """Advance sagas until ``stop`` is set; a transition in progress finishes first."""
+        loop = asyncio.get_running_loop()
+        gauges_due = loop.time()
         while not stop.is_set():
+            if self._metrics is not None and loop.time() >= gauges_due:
+                gauges_due = loop.time() + gauges_every
+                try:
+                    await self.refresh_gauges()
+                except Exception:
+                    log.exception("saga gauges not refreshed")
             try:
                 progressed = await self.advance()
             except Exception:
