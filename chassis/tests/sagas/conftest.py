@@ -1,37 +1,19 @@
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service_chassis.sagas import metadata
-
-# The PostgreSQL that scripts/services.sh starts; a missing server fails these tests.
-ADMIN_DSN = os.environ.get(
-    "POSTGRES_ADMIN_DSN", "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
-)
+from service_chassis.testing.postgres import fresh_database
 
 
 @pytest.fixture
 async def database_url() -> AsyncIterator[str]:
-    """A database of this test's own, dropped afterwards."""
-    name = f"sagas_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    """A database of this test's own on the shared server, dropped afterwards."""
+    async with fresh_database(prefix="sagas") as url:
+        yield url.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 @pytest.fixture

@@ -60,13 +60,15 @@ def stop(process: subprocess.Popen[str], how: signal.Signals) -> None:
 
 
 async def wait_for_end(orchestrator: SagaOrchestrator, saga_id: UUID) -> SagaStatus:
+    status = None
     for _ in range(400):
         view = await orchestrator.get(saga_id)
         assert view is not None
-        if view.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED):
-            return view.status
+        status = view.status
+        if status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED):
+            return status
         await asyncio.sleep(0.05)
-    raise AssertionError(f"saga still {view.status} after 20 s")
+    raise AssertionError(f"saga still {status} after 20 s")
 
 
 @pytest.mark.integration
