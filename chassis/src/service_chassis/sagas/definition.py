@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from ..database import UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,10 @@ class StepContext:
     data: Mapping[str, Any]
     idempotency_key: str
     attempt: int
+    # The transition's unit of work when the orchestrator runs on the service's Database:
+    # ``await context.work.publish(command)`` sends a command through the outbox, committed
+    # with the step's outcome or not at all.
+    work: UnitOfWork | None = None
 
 
 # An action returns what later steps and compensations need (a reservation id, say): it is

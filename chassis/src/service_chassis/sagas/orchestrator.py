@@ -13,18 +13,19 @@ span's attributes, in the baggage sent to participants, and on every log line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 import structlog
 from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import Row, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from .definition import SagaDefinition, StepContext, StepRejected
 from .machine import (
@@ -43,6 +44,13 @@ from .machine import (
 )
 from .metrics import SagaMetrics
 from .tables import saga_events, sagas
+
+if TYPE_CHECKING:
+    from ..database import Database, UnitOfWork
+
+# Where a saga is started or moved on: the caller's transaction, as a Core connection or an
+# ORM session (``work.session`` of a unit of work).
+Executor = AsyncConnection | AsyncSession
 
 log = structlog.get_logger("service_chassis.sagas")
 
@@ -92,13 +100,17 @@ def _now() -> datetime:
 class SagaOrchestrator:
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: Database | AsyncEngine,
         definitions: Iterable[SagaDefinition],
         *,
         metrics: SagaMetrics | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
-        self._engine = engine
+        # With the service's Database, each transition is one of its units of work: the
+        # step's ``context.work.publish`` goes through the outbox in that transaction, and the
+        # statement timeout applies. A bare engine (tests, scripts) gives plain transactions.
+        self._database = None if isinstance(database, AsyncEngine) else database
+        self._engine = database if isinstance(database, AsyncEngine) else database.engine
         self._definitions = {definition.name: definition for definition in definitions}
         self._metrics = metrics
         self._tracer = tracer or trace.get_tracer("service_chassis.sagas")
@@ -116,7 +128,7 @@ class SagaOrchestrator:
 
     # Starting ----------------------------------------------------------------------------
 
-    async def start(self, connection: AsyncConnection, name: str, data: Mapping[str, Any]) -> UUID:
+    async def start(self, connection: Executor, name: str, data: Mapping[str, Any]) -> UUID:
         """Record a new saga in the caller's transaction: it runs once that commits.
 
         Start it in the same transaction as the state change that asks for it (an order row,
@@ -183,7 +195,7 @@ class SagaOrchestrator:
 
     async def advance(self) -> bool:
         """Run one transition of one ready saga; False when none is ready."""
-        async with self._engine.begin() as connection:
+        async with self._transaction() as (connection, work):
             row = (
                 await connection.execute(
                     select(sagas)
@@ -198,8 +210,17 @@ class SagaOrchestrator:
             ).first()
             if row is None:
                 return False
-            await self._transition(connection, row)
+            await self._transition(connection, work, row)
             return True
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[tuple[Executor, UnitOfWork | None]]:
+        if self._database is None:
+            async with self._engine.begin() as connection:
+                yield connection, None
+        else:
+            async with self._database.transaction() as work:
+                yield work.session, work
 
     async def run_until_idle(self, *, max_transitions: int = 10_000) -> int:
         """Advance every ready saga until none is ready (tests, one-shot jobs)."""
@@ -208,7 +229,9 @@ class SagaOrchestrator:
                 return count
         raise RuntimeError(f"sagas still ready after {max_transitions} transitions")
 
-    async def _transition(self, connection: AsyncConnection, row: Row[Any]) -> None:
+    async def _transition(
+        self, connection: Executor, work: UnitOfWork | None, row: Row[Any]
+    ) -> None:
         definition = self.definition(row.name)
         state = SagaState(SagaStatus(row.status), row.step, row.failures, row.steps)
         command = next_command(state)
@@ -224,6 +247,7 @@ class SagaOrchestrator:
             data=row.data,
             idempotency_key=f"saga-{row.id}-{step.name}-{kind}",
             attempt=attempt,
+            work=work,
         )
         parent = baggage.set_baggage(SAGA_ID, str(row.id), propagate.extract(row.trace_context))
         token = context.attach(parent)
@@ -427,7 +451,7 @@ class SagaOrchestrator:
         )
 
     @staticmethod
-    async def _next_seq(connection: AsyncConnection, saga_id: UUID) -> int:
+    async def _next_seq(connection: Executor, saga_id: UUID) -> int:
         current = await connection.scalar(
             select(func.coalesce(func.max(saga_events.c.seq), -1)).where(
                 saga_events.c.saga_id == saga_id
@@ -437,7 +461,7 @@ class SagaOrchestrator:
 
     @staticmethod
     async def _record(
-        connection: AsyncConnection,
+        connection: Executor,
         saga_id: UUID,
         seq: int,
         kind: str,
