@@ -256,3 +256,23 @@ async def test_runner_finishes_the_step_in_flight_before_it_stops(engine: AsyncE
     view = await runner.orchestrator.get(saga_id)
     assert view is not None
     assert view.status is SagaStatus.COMPLETED
+
+
+async def test_a_compensation_knows_the_key_its_action_was_sent_with(engine: AsyncEngine) -> None:
+    keys: dict[str, str] = {}
+
+    async def act(context: StepContext) -> None:
+        keys["action"] = context.idempotency_key
+
+    async def undo(context: StepContext) -> None:
+        keys["compensation"] = context.idempotency_key
+        keys["undoes"] = context.action_key
+
+    refused = Participant("payment", reject=True)
+    definition = SagaDefinition("place-order", [SagaStep("stock", act, undo), refused.step()])
+    orchestrator = SagaOrchestrator(engine, [definition])
+    await start(orchestrator, engine)
+    await orchestrator.run_until_idle()
+
+    assert keys["undoes"] == keys["action"]
+    assert keys["compensation"] != keys["action"]

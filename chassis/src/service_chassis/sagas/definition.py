@@ -31,6 +31,16 @@ class StepContext:
     # with the step's outcome or not at all.
     work: UnitOfWork | None = None
 
+    @property
+    def action_key(self) -> str:
+        """The key the step's action was sent with. A compensation names what it undoes by
+        it, which works even when the action's answer was lost in a crash or a timeout."""
+        return step_key(self.saga_id, self.step, "action")
+
+
+def step_key(saga_id: UUID, step: str, kind: str) -> str:
+    return f"saga-{saga_id}-{step}-{kind}"
+
 
 # An action returns what later steps and compensations need (a reservation id, say): it is
 # merged into the saga's data. A compensation returns nothing.

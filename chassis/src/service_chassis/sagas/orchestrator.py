@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from .definition import SagaDefinition, StepContext, StepRejected
+from .definition import SagaDefinition, StepContext, StepRejected, step_key
 from .machine import (
     ACTIVE,
     TERMINAL,
@@ -245,7 +245,7 @@ class SagaOrchestrator:
             saga=row.name,
             step=step.name,
             data=row.data,
-            idempotency_key=f"saga-{row.id}-{step.name}-{kind}",
+            idempotency_key=step_key(row.id, step.name, kind),
             attempt=attempt,
             work=work,
         )
