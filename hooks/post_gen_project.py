@@ -45,6 +45,15 @@ OPTION_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "none": (f"{PACKAGE}/example/items.py", "tests/example/test_items.py"),
     },
+    "saga": {
+        "*": (
+            f"{PACKAGE}/saga_models.py",
+            f"{PACKAGE}/example/orders.py",
+            f"{PACKAGE}/example/participants.py",
+            f"{PACKAGE}/migrations/versions/r0002_example_saga.py",
+            "tests/example/test_orders.py",
+        ),
+    },
 }
 
 
@@ -138,7 +147,7 @@ def paths_to_remove(answers: Mapping[str, object], package: str) -> list[str]:
     """The option-specific paths that the chosen answers do not use."""
     remove: list[str] = []
     for option, by_value in OPTION_PATHS.items():
-        chosen = answers[option]
+        chosen = answers.get(option, "none")
         for value, paths in by_value.items():
             keep = chosen != "none" if value == "*" else chosen == value
             if not keep:

@@ -28,6 +28,7 @@ ANSWERS_JSON = r"""{{ cookiecutter | tojson }}"""
 MESSAGING = ("nats", "rabbitmq", "kafka", "none")
 DISCOVERY = ("kubernetes", "consul", "none")
 DATABASES = ("none", "postgres")
+SAGAS = ("none", "place-order")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 
 # RFC 1123 label, lowercase: what Kubernetes, DNS and Prometheus labels all accept.
@@ -277,6 +278,12 @@ def check_choice(field: str, value: object, choices: tuple[str, ...]) -> list[st
 
 
 def check_combination(answers: Mapping[str, object]) -> list[str]:
+    saga = answers.get("saga", "none")
+    if saga in SAGAS[1:] and answers.get("database") != "postgres":
+        return [
+            f"saga {saga!r} keeps each saga's state in the service's own database: type "
+            "postgres for database, or none for saga"
+        ]
     port_text = str(answers.get("http_port", "")).strip()
     if not port_text.isdigit():
         return []
@@ -305,6 +312,7 @@ def validate(
     errors += check_choice("messaging", answers.get("messaging"), MESSAGING)
     errors += check_choice("discovery", answers.get("discovery"), DISCOVERY)
     errors += check_choice("database", answers.get("database"), DATABASES)
+    errors += check_choice("saga", answers.get("saga", "none"), SAGAS)
     errors += check_choice("python_version", answers.get("python_version"), PYTHON_VERSIONS)
     errors += check_combination(answers)
     return errors

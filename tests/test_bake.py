@@ -37,6 +37,8 @@ MATRIX |= {
 MATRIX["nats-kubernetes"] |= {"service_name": "orders"}
 MATRIX["rabbitmq-consul"] |= {"service_name": "customer-billing-service", "python_version": "3.12"}
 MATRIX["kafka-none"] |= {"service_name": "inventory", "python_version": "3.13"}
+# The example saga needs the database: baked once, with the broker most bakes use.
+MATRIX["nats-postgres"] |= {"saga": "place-order"}
 
 # `{{`, `{%` and `{#` left in a baked file mean a template expression that was never rendered.
 # GitHub Actions expressions (`${{ ... }}`) are legitimate in workflow files.

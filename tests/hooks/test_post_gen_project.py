@@ -187,3 +187,18 @@ def test_the_source_line_is_replaced_once(post_gen: ModuleType, tmp_path: Path) 
     text = (tmp_path / "pyproject.toml").read_text()
     assert "example.invalid" not in text
     assert text.count("service-chassis = {") == 1
+
+
+@pytest.mark.parametrize("saga", ["none", "place-order"])
+def test_the_example_saga_is_baked_only_when_chosen(
+    post_gen: ModuleType, tmp_path: Path, saga: str
+) -> None:
+    listed = every_listed_path(post_gen)
+    make_tree(tmp_path, listed)
+    answers = {**ANSWERS, "database": "postgres", "saga": saga}
+    post_gen.prune(tmp_path, post_gen.paths_to_remove(answers, "orders"))
+    saga_paths = [path.format(package="orders") for path in post_gen.OPTION_PATHS["saga"]["*"]]
+    assert saga_paths
+    for path in saga_paths:
+        assert (tmp_path / path).exists() == (saga != "none"), path
+    assert (tmp_path / "src/orders/migrations").exists()  # the database's own stay either way

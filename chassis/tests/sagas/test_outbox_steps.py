@@ -8,6 +8,8 @@ from uuid import UUID
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
@@ -25,12 +27,19 @@ from service_chassis.sagas import (
 
 
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+async def database(database_url: str, exporter: InMemorySpanExporter) -> AsyncIterator[Database]:
     url = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     database = Database(
         DatabaseSettings.for_url(url, pool_size=2, max_overflow=1),
         service_name="saga-test",
-        tracer_provider=TracerProvider(),
+        tracer_provider=provider,
         registry=CollectorRegistry(),
     )
     database.transactions.outbox = OutboxWriter(
@@ -94,3 +103,28 @@ async def test_a_transition_that_does_not_commit_sends_no_command(database: Data
 
     await orchestrator.run_until_idle()  # the restarted orchestrator runs the step again
     assert await outbox_types(database) == ["stock.reserve"]
+
+
+async def test_polling_makes_no_trace_and_a_steps_statements_join_the_sagas(
+    database: Database, exporter: InMemorySpanExporter
+) -> None:
+    async def reserve(context: StepContext) -> None:
+        assert context.work is not None
+        await context.work.publish(command(context, "reserve"))
+
+    orchestrator = SagaOrchestrator(database, [SagaDefinition("s", [SagaStep("stock", reserve)])])
+    exporter.clear()
+    assert await orchestrator.advance() is False
+    await orchestrator.refresh_gauges()
+    assert exporter.get_finished_spans() == ()
+
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("POST /orders") as request:
+        async with database.transaction() as work:
+            await orchestrator.start(work.session, "s", {})
+    exporter.clear()
+    await orchestrator.run_until_idle()
+    spans = exporter.get_finished_spans()
+    assert spans, "the step's statements were not traced"
+    trace_id = request.get_span_context().trace_id
+    assert {span.context.trace_id for span in spans} == {trace_id}

@@ -10,6 +10,10 @@ from __future__ import annotations
 from service_chassis.database import CHASSIS_METADATA
 from sqlalchemy import BigInteger, Identity, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+{%- if cookiecutter.saga != "none" %}
+
+from .saga_models import SAGA_METADATA
+{%- endif %}
 
 
 class Base(DeclarativeBase):
@@ -26,3 +30,8 @@ class ItemRow(Base):
 
 # What the migrations create: the service's own tables, and the chassis's outbox and inbox.
 METADATA: tuple[MetaData, ...] = (Base.metadata, CHASSIS_METADATA)
+{%- if cookiecutter.saga != "none" %}
+
+# The example saga's tables and the chassis's saga state (saga_models.py, migration 0002).
+METADATA += SAGA_METADATA
+{%- endif %}

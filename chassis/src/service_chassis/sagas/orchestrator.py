@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter
@@ -27,11 +27,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from .definition import SagaDefinition, StepContext, StepRejected, step_key
+from ..database.telemetry import untraced
+from .definition import SagaDefinition, SagaStep, StepContext, StepRejected, step_key
 from .machine import (
     ACTIVE,
     TERMINAL,
     ActionOutcome,
+    Command,
     RunAction,
     RunCompensation,
     SagaState,
@@ -195,19 +197,23 @@ class SagaOrchestrator:
 
     async def advance(self) -> bool:
         """Run one transition of one ready saga; False when none is ready."""
-        async with self._transaction() as (connection, work):
-            row = (
-                await connection.execute(
-                    select(sagas)
-                    .where(
-                        sagas.c.status.in_([status.value for status in ACTIVE]),
-                        sagas.c.next_attempt_at <= func.now(),
+        async with AsyncExitStack() as stack:
+            # Polling makes no trace (it would add a root trace a poll); the step continues
+            # the trace of the request that started its saga.
+            with untraced():
+                connection, work = await stack.enter_async_context(self._transaction())
+                row = (
+                    await connection.execute(
+                        select(sagas)
+                        .where(
+                            sagas.c.status.in_([status.value for status in ACTIVE]),
+                            sagas.c.next_attempt_at <= func.now(),
+                        )
+                        .order_by(sagas.c.next_attempt_at)
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
                     )
-                    .order_by(sagas.c.next_attempt_at)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                )
-            ).first()
+                ).first()
             if row is None:
                 return False
             await self._transition(connection, work, row)
@@ -249,11 +255,9 @@ class SagaOrchestrator:
             attempt=attempt,
             work=work,
         )
+        # The step, and the statements that record it, continue the starting request's trace.
         parent = baggage.set_baggage(SAGA_ID, str(row.id), propagate.extract(row.trace_context))
         token = context.attach(parent)
-        started = perf_counter()
-        detail: str | None = None
-        result: Mapping[str, Any] | None = None
         try:
             with (
                 structlog.contextvars.bound_contextvars(saga_id=str(row.id), saga=row.name),
@@ -268,67 +272,26 @@ class SagaOrchestrator:
                     },
                 ) as span,
             ):
-                try:
-                    if isinstance(command, RunAction):
-                        result = await step.action(step_context)
-                    elif step.compensation is not None:
-                        await step.compensation(step_context)
-                    outcome = ActionOutcome.SUCCEEDED
-                except StepRejected as rejected:
-                    outcome = ActionOutcome.REJECTED
-                    detail = type(rejected).__name__
-                    span.set_status(Status(StatusCode.ERROR))
-                    span.set_attribute("error.type", detail)
-                except Exception as error:  # any failure is an unknown outcome
-                    outcome = ActionOutcome.FAILED
-                    detail = getattr(error, "type", None) or type(error).__name__
-                    span.set_status(Status(StatusCode.ERROR))
-                    span.set_attribute("error.type", type(error).__name__)
-                    log.warning(
-                        f"saga {kind} failed",
-                        step=step.name,
-                        attempt=attempt,
-                        error=type(error).__name__,
-                    )
-                span.set_attribute("saga.outcome", outcome.value)
+                started = perf_counter()
+                outcome, detail, result = await self._run(step, command, step_context, span)
+                elapsed = perf_counter() - started
+                new = self._next_state(definition, state, command, outcome)
+                if outcome is ActionOutcome.REJECTED and isinstance(command, RunCompensation):
+                    outcome = ActionOutcome.FAILED  # recorded as what it is: a failure to retry
+                await self._save(connection, definition, row, new, result)
+                seq = await self._next_seq(connection, row.id)
+                await self._record(
+                    connection,
+                    row.id,
+                    seq,
+                    kind,
+                    step.name,
+                    outcome.value,
+                    detail,
+                    new.status.value,
+                )
         finally:
             context.detach(token)
-        elapsed = perf_counter() - started
-
-        if outcome is ActionOutcome.REJECTED and isinstance(command, RunCompensation):
-            # A compensation is never refused: a participant that says no is a failure to retry.
-            outcome = ActionOutcome.FAILED
-        if isinstance(command, RunAction):
-            new = after_action(state, outcome)
-        elif step.compensation is None:
-            new = after_compensation(state, succeeded=True, max_attempts=1)
-        else:
-            new = after_compensation(
-                state,
-                succeeded=outcome is ActionOutcome.SUCCEEDED,
-                max_attempts=definition.compensation_attempts,
-            )
-        data = {**row.data, **(result or {})}
-        now = _now()
-        next_attempt = now
-        if new.status is SagaStatus.COMPENSATING and new.failures:
-            next_attempt = now + definition.backoff(new.failures)
-        await connection.execute(
-            update(sagas)
-            .where(sagas.c.id == row.id)
-            .values(
-                status=new.status.value,
-                step=new.step,
-                failures=new.failures,
-                data=data,
-                updated_at=now,
-                next_attempt_at=next_attempt,
-            )
-        )
-        seq = await self._next_seq(connection, row.id)
-        await self._record(
-            connection, row.id, seq, kind, step.name, outcome.value, detail, new.status.value
-        )
         if self._metrics:
             self._metrics.step_duration.labels(row.name, step.name, kind, outcome.value).observe(
                 elapsed
@@ -342,6 +305,76 @@ class SagaOrchestrator:
                 saga_id=str(row.id),
                 step=step.name,
             )
+
+    @staticmethod
+    async def _run(
+        step: SagaStep, command: Command, step_context: StepContext, span: trace.Span
+    ) -> tuple[ActionOutcome, str | None, Mapping[str, Any] | None]:
+        """Run the action or compensation; its outcome, a detail for the history, its result."""
+        try:
+            result = None
+            if isinstance(command, RunAction):
+                result = await step.action(step_context)
+            elif step.compensation is not None:
+                await step.compensation(step_context)
+            outcome, detail = ActionOutcome.SUCCEEDED, None
+        except StepRejected as rejected:
+            outcome, detail = ActionOutcome.REJECTED, type(rejected).__name__
+            span.set_status(Status(StatusCode.ERROR))
+            span.set_attribute("error.type", detail)
+        except Exception as error:  # any other failure is an unknown outcome
+            outcome = ActionOutcome.FAILED
+            # A problem's type, or the class: never the message, which may carry data.
+            detail = getattr(error, "type", None) or type(error).__name__
+            span.set_status(Status(StatusCode.ERROR))
+            span.set_attribute("error.type", type(error).__name__)
+            log.warning(
+                f"saga {'action' if isinstance(command, RunAction) else 'compensation'} failed",
+                step=step.name,
+                attempt=step_context.attempt,
+                error=type(error).__name__,
+            )
+        span.set_attribute("saga.outcome", outcome.value)
+        return outcome, detail, result
+
+    @staticmethod
+    def _next_state(
+        definition: SagaDefinition, state: SagaState, command: Command, outcome: ActionOutcome
+    ) -> SagaState:
+        if isinstance(command, RunAction):
+            return after_action(state, outcome)
+        if definition.steps[command.step].compensation is None:
+            return after_compensation(state, succeeded=True, max_attempts=1)
+        return after_compensation(
+            state,
+            succeeded=outcome is ActionOutcome.SUCCEEDED,
+            max_attempts=definition.compensation_attempts,
+        )
+
+    @staticmethod
+    async def _save(
+        connection: Executor,
+        definition: SagaDefinition,
+        row: Row[Any],
+        new: SagaState,
+        result: Mapping[str, Any] | None,
+    ) -> None:
+        now = _now()
+        next_attempt = now
+        if new.status is SagaStatus.COMPENSATING and new.failures:
+            next_attempt = now + definition.backoff(new.failures)
+        await connection.execute(
+            update(sagas)
+            .where(sagas.c.id == row.id)
+            .values(
+                status=new.status.value,
+                step=new.step,
+                failures=new.failures,
+                data={**row.data, **(result or {})},
+                updated_at=now,
+                next_attempt_at=next_attempt,
+            )
+        )
 
     # Operators ---------------------------------------------------------------------------
 
@@ -418,15 +451,16 @@ class SagaOrchestrator:
         """Set the intervention and overdue gauges from the table (called before a scrape)."""
         if self._metrics is None:
             return
-        async with self._engine.connect() as connection:
-            stuck = await _count_by_name(
-                connection, sagas.c.status == SagaStatus.NEEDS_INTERVENTION.value
-            )
-            overdue = await _count_by_name(
-                connection,
-                sagas.c.status.in_([status.value for status in ACTIVE]),
-                sagas.c.deadline_at < func.now(),
-            )
+        with untraced():
+            async with self._engine.connect() as connection:
+                stuck = await _count_by_name(
+                    connection, sagas.c.status == SagaStatus.NEEDS_INTERVENTION.value
+                )
+                overdue = await _count_by_name(
+                    connection,
+                    sagas.c.status.in_([status.value for status in ACTIVE]),
+                    sagas.c.deadline_at < func.now(),
+                )
         for name in self._definitions:
             self._metrics.needing_intervention.labels(name).set(stuck.get(name, 0))
             self._metrics.overdue.labels(name).set(overdue.get(name, 0))
