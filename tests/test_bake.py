@@ -140,8 +140,13 @@ def test_is_a_thin_service_on_the_chassis(baked: Path) -> None:
     """The mechanisms come from the chassis: the service's own code is its wiring and example."""
     # Migrations are the schema's history, not code to read: not counted.
     source = [p for p in (baked / "src").rglob("*.py") if "migrations" not in p.parts]
-    lines = sum(len(p.read_text().splitlines()) for p in source)
-    assert lines < 400, f"{lines} lines of Python in src/"
+    sizes = {p.relative_to(baked).as_posix(): len(p.read_text().splitlines()) for p in source}
+    # The example (example/ and the saga example's tables) is the owner's to replace: its modules
+    # are bounded one by one; the wiring around it is bounded as a whole.
+    example = {path for path in sizes if "/example/" in path or path.endswith("saga_models.py")}
+    wiring = sum(lines for path, lines in sizes.items() if path not in example)
+    assert wiring < 250, f"{wiring} lines of wiring in src/: {sizes}"
+    assert all(sizes[path] < 200 for path in example), sizes
     pyproject = (baked / "pyproject.toml").read_text()
     assert re.search(r'"service-chassis(\[[\w,]+\])?==[0-9.]+"', pyproject)
 
