@@ -32,11 +32,34 @@ PACKAGE = "src/{package}"
 OPTION_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
     "messaging": {
         "*": (f"{PACKAGE}/example/events.py", "tests/example/test_events.py"),
-        "nats": ("uv-nats.lock",),
-        "rabbitmq": ("uv-rabbitmq.lock",),
-        "kafka": ("uv-kafka.lock",),
-        "none": ("uv-none.lock",),
     },
+    "database": {
+        "postgres": (
+            f"{PACKAGE}/models.py",
+            f"{PACKAGE}/migrations",
+            f"{PACKAGE}/example/stored_items.py",
+            "tests/example/test_stored_items.py",
+            "tests/test_migrations.py",
+            "deploy/k8s/base/migrate-init-container.yaml",
+            "tests/deploy/test_migrate_init_container.py",
+        ),
+        "none": (f"{PACKAGE}/example/items.py", "tests/example/test_items.py"),
+    },
+    "saga": {
+        "*": (
+            f"{PACKAGE}/saga_models.py",
+            f"{PACKAGE}/example/orders.py",
+            f"{PACKAGE}/example/participants.py",
+            f"{PACKAGE}/migrations/versions/r0002_example_saga.py",
+            "tests/example/test_orders.py",
+        ),
+    },
+}
+
+
+# Paths that need several options at once: kept only when none of them is "none".
+JOINT_PATHS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("messaging", "database"): ("tests/example/test_item_events.py",),
 }
 
 
@@ -44,14 +67,24 @@ class MissingPathError(RuntimeError):
     pass
 
 
-def adopt_lock(root: Path) -> None:
-    """Keep the lock of the chosen broker (scripts/lock.py makes one per option) as uv.lock."""
+def lock_name(answers: Mapping[str, object]) -> str:
+    """The seed lock of the chosen broker and database (scripts/lock.py makes one for each)."""
+    database = answers.get("database", "none")
+    return f"uv-{answers['messaging']}" + ("" if database == "none" else f"-{database}") + ".lock"
+
+
+def adopt_lock(root: Path, answers: Mapping[str, object]) -> None:
+    """Keep the chosen seed lock as uv.lock and remove the others."""
+    chosen = root / lock_name(answers)
     locks = sorted(root.glob("uv-*.lock"))
-    if len(locks) != 1:
+    if chosen not in locks:
         raise MissingPathError(
-            f"expected one uv-<messaging>.lock after pruning, found {[p.name for p in locks]}"
+            f"expected {chosen.name} among the seed locks, found {[p.name for p in locks]}"
         )
-    locks[0].rename(root / "uv.lock")
+    for other in locks:
+        if other != chosen:
+            other.unlink()
+    chosen.rename(root / "uv.lock")
 
 
 CHASSIS_SOURCE = re.compile(r"^service-chassis = \{.*\}$", re.MULTILINE)
@@ -114,11 +147,14 @@ def paths_to_remove(answers: Mapping[str, object], package: str) -> list[str]:
     """The option-specific paths that the chosen answers do not use."""
     remove: list[str] = []
     for option, by_value in OPTION_PATHS.items():
-        chosen = answers[option]
+        chosen = answers.get(option, "none")
         for value, paths in by_value.items():
             keep = chosen != "none" if value == "*" else chosen == value
             if not keep:
                 remove += [path.format(package=package) for path in paths]
+    for options, paths in JOINT_PATHS.items():
+        if any(answers.get(option, "none") == "none" for option in options):
+            remove += [path.format(package=package) for path in paths]
     return remove
 
 
@@ -163,6 +199,11 @@ def next_steps(answers: Mapping[str, object]) -> str:
     ]
     if broker != "none":
         lines.append(f"  (the service expects a {broker} broker: see README.md, 'Messaging')")
+    if answers.get("database", "none") != "none":
+        lines.append(
+            f"  uv run python -m {answers['__package_name']} migrate"
+            "   # create its tables (DATABASE_URL: see README.md, 'Database')"
+        )
     lines.append("  git init && git add -A && git commit -m 'Bake from the service template'")
     return "\n".join(lines)
 
@@ -254,7 +295,7 @@ def main(answers_json: str, root: Path) -> int:
     answers = json.loads(answers_json)
     try:
         prune(root, paths_to_remove(answers, str(answers["__package_name"])))
-        adopt_lock(root)
+        adopt_lock(root, answers)
         point_at_chassis(root, answers)
     except MissingPathError as error:
         print(f"ERROR: {error}", file=sys.stderr)

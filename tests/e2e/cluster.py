@@ -29,6 +29,7 @@ import aio_pika
 import httpx
 import nats
 from cookiecutter.main import cookiecutter
+from service_chassis.testing.postgres import create_database, drop_database
 
 from tests.net import free_port
 from tests.stack.consul_standin import ConsulStandin
@@ -40,7 +41,8 @@ from tests.stack.programs import Jaeger, JaegerSpan
 TEMPLATE = Path(os.environ.get("SERVICE_TEMPLATE_DIR") or Path(__file__).resolve().parents[2])
 
 # Three services, each baked with different options, playing the parts of the trace:
-# storefront (HTTP only) -> orders (publishes) -> shipping (consumes, calls the storefront back).
+# storefront (HTTP only) -> orders (publishes) -> shipping (consumes, with its database's inbox,
+# and calls the storefront back).
 BAKES: dict[str, dict[str, str]] = {
     "storefront": {"service_name": "storefront", "messaging": "none", "discovery": "none"},
     "orders": {"service_name": "orders", "messaging": "nats", "discovery": "kubernetes"},
@@ -48,6 +50,7 @@ BAKES: dict[str, dict[str, str]] = {
         "service_name": "shipping",
         "messaging": "nats",
         "discovery": "consul",
+        "database": "postgres",
         "python_version": "3.12",
     },
 }
@@ -247,6 +250,9 @@ def running_cluster(
             )
             for part, project in projects.items()
         }
+        for part, service in services.items():
+            if BAKES[part].get("database", "none") != "none":
+                service.env["DATABASE_URL"] = stack.enter_context(migrated(service))
         cluster = Cluster(services, jaeger, consul, destination)
         try:
             for service in services.values():
@@ -267,6 +273,27 @@ def running_cluster(
             for service in [*services.values(), *cluster.replicas]:
                 service.stop()
             cleanup_broker(broker, broker_url, run_prefix, destination)
+
+
+@contextmanager
+def migrated(service: Service) -> Iterator[str]:
+    """A database of the service's own on the test server, migrated by the service's own
+    ``migrate`` command; dropped afterwards. Its URL."""
+    url = asyncio.run(create_database(prefix=f"e2e_{service.package}"))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", service.package, "migrate"],
+            cwd=service.project,
+            env={**os.environ, "PYTHONPATH": str(service.project / "src"), "DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        yield url
+    finally:
+        asyncio.run(drop_database(url))
 
 
 def cleanup_broker(broker: str, broker_url: str, run_prefix: str, destination: str) -> None:

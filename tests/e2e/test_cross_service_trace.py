@@ -177,6 +177,10 @@ def test_every_span_has_the_parent_that_caused_it(
     assert (call.service, call.kind) == ("shipping", CLIENT)
     assert process in ancestors(spans, call)
 
+    # shipping records the event in its inbox, in the transaction its handler runs in.
+    inbox = one(spans, service="shipping", kind=CLIENT, name="INSERT inbox")
+    assert process in ancestors(spans, inbox)
+
     # Every span has its parent in the trace, up to the caller's: nothing was lost on the way.
     ids = {s.span_id for s in spans}
     (root,) = [
@@ -209,6 +213,13 @@ def test_spans_follow_the_semantic_conventions(
             assert span.attributes["client.address"] == "127.0.0.1"
             assert span.attributes["network.protocol.version"] == "1.1"
             assert span.attributes["user_agent.original"]
+        elif span.kind == CLIENT and "db.system.name" in span.attributes:
+            # The stable database conventions (semantic conventions 1.33+).
+            assert span.attributes["db.system.name"] == "postgresql"
+            assert span.attributes["db.namespace"].startswith("e2e_shipping")
+            assert span.attributes["db.query.summary"] == span.name
+            assert span.attributes["server.address"] == "127.0.0.1"
+            assert "db.operation.name" in span.attributes
         elif span.kind == CLIENT:
             assert span.attributes["http.request.method"] in {"GET", "POST"}
             assert span.attributes["server.address"] == "127.0.0.1"

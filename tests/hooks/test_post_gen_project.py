@@ -12,10 +12,17 @@ ANSWERS: dict[str, Any] = {
     "http_port": 8000,
     "messaging": "nats",
     "discovery": "kubernetes",
+    "database": "none",
 }
+LOCKS = [
+    f"uv-{messaging}{suffix}.lock"
+    for messaging in ("nats", "rabbitmq", "kafka", "none")
+    for suffix in ("", "-postgres")
+]
 
 
 def every_listed_path(post_gen: ModuleType) -> list[str]:
+    joint = {path for paths in post_gen.JOINT_PATHS.values() for path in paths}
     return sorted(
         {
             path.format(package="orders")
@@ -23,6 +30,7 @@ def every_listed_path(post_gen: ModuleType) -> list[str]:
             for paths in by_value.values()
             for path in paths
         }
+        | joint
     )
 
 
@@ -38,19 +46,24 @@ def make_tree(root: Path, paths: list[str]) -> None:
 
 @pytest.mark.parametrize("messaging", ["nats", "rabbitmq", "kafka", "none"])
 @pytest.mark.parametrize("discovery", ["kubernetes", "consul", "none"])
+@pytest.mark.parametrize("database", ["none", "postgres"])
 def test_only_the_chosen_options_survive(
-    post_gen: ModuleType, tmp_path: Path, messaging: str, discovery: str
+    post_gen: ModuleType, tmp_path: Path, messaging: str, discovery: str, database: str
 ) -> None:
     listed = every_listed_path(post_gen)
     make_tree(tmp_path, [*listed, "src/orders/app.py"])
-    answers = {**ANSWERS, "messaging": messaging, "discovery": discovery}
+    answers = {**ANSWERS, "messaging": messaging, "discovery": discovery, "database": database}
     removed = post_gen.paths_to_remove(answers, "orders")
     post_gen.prune(tmp_path, removed)
     for path in removed:
         assert not (tmp_path / path).exists()
     assert (tmp_path / "src/orders/app.py").exists()
     kept = [path for path in listed if (tmp_path / path).exists()]
-    for option, chosen in (("messaging", messaging), ("discovery", discovery)):
+    for options, paths in post_gen.JOINT_PATHS.items():
+        wanted = all(answers[option] != "none" for option in options)
+        assert all((path in kept) == wanted for path in paths)
+    chosen_options = (("messaging", messaging), ("discovery", discovery), ("database", database))
+    for option, chosen in chosen_options:
         for value, paths in post_gen.OPTION_PATHS.get(option, {}).items():
             chosen_here = chosen != "none" if value == "*" else chosen == value
             for path in paths:
@@ -72,7 +85,8 @@ def test_main_fails_with_a_clear_message_on_a_missing_path(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(post_gen.OPTION_PATHS, "discovery", {"consul": ("gone.py",)})
+    monkeypatch.setattr(post_gen, "OPTION_PATHS", {"discovery": {"consul": ("gone.py",)}})
+    monkeypatch.setattr(post_gen, "JOINT_PATHS", {})
     import json
 
     assert post_gen.main(json.dumps(ANSWERS), tmp_path) == 1
@@ -102,20 +116,23 @@ def test_tool_caches_are_not_baked(post_gen: ModuleType, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("messaging", ["nats", "none"])
+@pytest.mark.parametrize("database", ["none", "postgres"])
 def test_the_chosen_lock_becomes_uv_lock(
-    post_gen: ModuleType, tmp_path: Path, messaging: str
+    post_gen: ModuleType, tmp_path: Path, messaging: str, database: str
 ) -> None:
-    make_tree(tmp_path, every_listed_path(post_gen))
-    post_gen.prune(
-        tmp_path, post_gen.paths_to_remove({**ANSWERS, "messaging": messaging}, "orders")
+    make_tree(tmp_path, LOCKS)
+    (tmp_path / post_gen.lock_name({"messaging": messaging, "database": database})).write_text(
+        "chosen"
     )
-    post_gen.adopt_lock(tmp_path)
+    post_gen.adopt_lock(tmp_path, {"messaging": messaging, "database": database})
     assert sorted(p.name for p in tmp_path.glob("*.lock")) == ["uv.lock"]
+    assert (tmp_path / "uv.lock").read_text() == "chosen"
 
 
-def test_no_lock_left_is_an_error(post_gen: ModuleType, tmp_path: Path) -> None:
-    with pytest.raises(post_gen.MissingPathError, match="expected one"):
-        post_gen.adopt_lock(tmp_path)
+def test_a_missing_chosen_lock_is_an_error(post_gen: ModuleType, tmp_path: Path) -> None:
+    make_tree(tmp_path, ["uv-nats.lock"])
+    with pytest.raises(post_gen.MissingPathError, match=r"uv-nats-postgres\.lock"):
+        post_gen.adopt_lock(tmp_path, {"messaging": "nats", "database": "postgres"})
 
 
 PYPROJECT = """[project]
@@ -170,3 +187,18 @@ def test_the_source_line_is_replaced_once(post_gen: ModuleType, tmp_path: Path) 
     text = (tmp_path / "pyproject.toml").read_text()
     assert "example.invalid" not in text
     assert text.count("service-chassis = {") == 1
+
+
+@pytest.mark.parametrize("saga", ["none", "place-order"])
+def test_the_example_saga_is_baked_only_when_chosen(
+    post_gen: ModuleType, tmp_path: Path, saga: str
+) -> None:
+    listed = every_listed_path(post_gen)
+    make_tree(tmp_path, listed)
+    answers = {**ANSWERS, "database": "postgres", "saga": saga}
+    post_gen.prune(tmp_path, post_gen.paths_to_remove(answers, "orders"))
+    saga_paths = [path.format(package="orders") for path in post_gen.OPTION_PATHS["saga"]["*"]]
+    assert saga_paths
+    for path in saga_paths:
+        assert (tmp_path / path).exists() == (saga != "none"), path
+    assert (tmp_path / "src/orders/migrations").exists()  # the database's own stay either way

@@ -39,6 +39,8 @@ GOOD: dict[str, Any] = {
     "http_port": 8000,
     "messaging": "nats",
     "discovery": "kubernetes",
+    "database": "none",
+    "saga": "none",
     "python_version": "3.12",
 }
 
@@ -137,11 +139,23 @@ def test_port_must_be_usable(pre_gen: ModuleType, port: object, expected: str) -
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("messaging", "kafkaa"), ("discovery", "eureka"), ("python_version", "2.7")],
+    [
+        ("messaging", "kafkaa"),
+        ("discovery", "eureka"),
+        ("database", "mysql"),
+        ("saga", "booking"),
+        ("python_version", "2.7"),
+    ],
 )
 def test_choices_are_enforced(pre_gen: ModuleType, field: str, value: str) -> None:
     (error,) = errors_for(pre_gen, **{field: value})
     assert f"{field} {value!r} is not one of" in error
+
+
+def test_the_saga_needs_the_database(pre_gen: ModuleType) -> None:
+    (error,) = errors_for(pre_gen, saga="place-order", database="none")
+    assert "type postgres for database, or none for saga" in error
+    assert errors_for(pre_gen, saga="place-order", database="postgres") == []
 
 
 def test_bad_version_is_refused(pre_gen: ModuleType) -> None:

@@ -19,9 +19,15 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
 
 CORE = {"jaeger", "prometheus", "grafana", "gateway"}
-PROFILED = {"nats": "nats", "rabbitmq": "rabbitmq", "kafka": "kafka", "consul": "consul"}
+PROFILED = {
+    "nats": "nats",
+    "rabbitmq": "rabbitmq",
+    "kafka": "kafka",
+    "consul": "consul",
+    "postgres": "postgres",
+}
 # Services whose state should survive `docker compose down` / a restart.
-STATEFUL = {"prometheus", "grafana", "nats", "rabbitmq", "kafka"}
+STATEFUL = {"prometheus", "grafana", "nats", "rabbitmq", "kafka", "postgres"}
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +79,25 @@ def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
         assert "latest" not in image, f"{name}: {image}"
         repository, _, tag = image.rpartition(":")
         assert repository, image
-        assert re.fullmatch(r"v?\d+\.\d+\.\d+(-[a-z0-9.-]+)?", tag), (
+        # PostgreSQL numbers a release major.minor (15.18) since version 10.
+        full = r"\d+\.\d+" if repository == "postgres" else r"v?\d+\.\d+\.\d+"
+        assert re.fullmatch(full + r"(-[a-z0-9.-]+)?", tag), (
             f"{name}: pin a full version, not {image}"
         )
+
+
+def test_postgres_is_the_version_the_tests_run(services: dict[str, dict[str, Any]]) -> None:
+    """The stack pins the PostgreSQL that scripts/services.sh installs and the tests run."""
+    installed = subprocess.run(
+        ["/usr/lib/postgresql/15/bin/postgres", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    version = re.search(r"PostgreSQL\) (\d+\.\d+)", installed)
+    assert version is not None, installed
+    assert services["postgres"]["image"] == f"postgres:{version.group(1)}-alpine"
 
 
 def test_image_generations(services: dict[str, dict[str, Any]]) -> None:

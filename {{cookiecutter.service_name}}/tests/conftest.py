@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from service_chassis.testing.databases import migrated_database
 from service_chassis.testing.otlp_receiver import OtlpReceiver, run_receiver
 from service_chassis.testing.servers import (
     RecordingDownstream,
@@ -16,6 +17,7 @@ from service_chassis.testing.servers import (
     run_downstream,
     serve,
 )
+from service_chassis.testing.wiring import environment
 
 from {{ cookiecutter.__package_name }}.app import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
@@ -29,6 +31,14 @@ def _no_real_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
     off, and a Consul address where nothing listens (never a developer's own agent)."""
     monkeypatch.setenv("MESSAGING_ENABLED", "false")
     monkeypatch.setenv("CONSUL_HTTP_ADDR", f"127.0.0.1:{free_port()}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database() -> Iterator[None]:
+    """With a database: a fresh one for the session, migrated, named by DATABASE_URL (on the
+    server TEST_DATABASE_URL names, by default PostgreSQL on 127.0.0.1:5432); dropped after."""
+    with migrated_database(Settings(), PACKAGE) as variables, environment(variables):
+        yield
 
 
 @pytest.fixture

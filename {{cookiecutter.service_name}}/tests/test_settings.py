@@ -3,12 +3,24 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from {{ cookiecutter.__package_name }} import BROKER, DEFAULT_HTTP_PORT, DISCOVERY, OWNER
+from {{ cookiecutter.__package_name }} import (
+    BROKER,
+    DATABASE,
+    DEFAULT_HTTP_PORT,
+    DISCOVERY,
+    OWNER,
+)
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 
 def test_defaults_are_the_baked_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PORT", "OTEL_SERVICE_NAME", "MESSAGING_BROKER", "SERVICE_DISCOVERY"):
+    for name in (
+        "HTTP_PORT",
+        "OTEL_SERVICE_NAME",
+        "MESSAGING_BROKER",
+        "SERVICE_DISCOVERY",
+        "DATABASE_SYSTEM",
+    ):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
     assert settings.http_port == DEFAULT_HTTP_PORT
@@ -16,6 +28,7 @@ def test_defaults_are_the_baked_answers(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.owner == OWNER
     assert settings.messaging_broker == BROKER
     assert settings.service_discovery == DISCOVERY
+    assert settings.database_system == DATABASE
 
 
 def test_unprefixed_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:

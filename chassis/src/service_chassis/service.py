@@ -39,6 +39,7 @@ from .settings import ServiceSettings
 from .tracing import build_tracer_provider, fastapi_telemetry, service_tracer
 
 if TYPE_CHECKING:
+    from .database import Database, DatabaseSettings
     from .discovery import ConsulDiscovery
     from .messaging import Messaging
     from .messaging.settings import MessagingSettings
@@ -72,6 +73,7 @@ class Service:
         tracer_provider: TracerProvider | None = None,
         downstreams: Iterable[Downstream] = (),
         messaging_settings: MessagingSettings | None = None,
+        database_settings: DatabaseSettings | None = None,
     ) -> None:
         self.settings = settings
         self.tracer_provider = tracer_provider or build_tracer_provider(settings)
@@ -84,14 +86,18 @@ class Service:
         )
         self.components: list[Component] = []
         self.discovery: ConsulDiscovery | None = None
+        resolver_for = self._discovery()
+        # Before messaging: stopped after it, so in-flight handlers still have their database.
+        self.database: Database | None = self._database(database_settings)
         self.downstreams = Downstreams(
             tracer_provider=self.tracer_provider,
             metrics=self.metrics,
-            resolver_for=self._discovery(),
+            resolver_for=resolver_for,
         )
         for downstream in downstreams:
             self.downstreams.declare(downstream)
         self.messaging: Messaging | None = self._messaging(messaging_settings)
+        self._outbox()
         self.app = self._app()
 
     def _discovery(self) -> ResolverFor | None:
@@ -127,6 +133,31 @@ class Service:
         self.components.append(messaging.component)
         return messaging
 
+    def _database(self, given: DatabaseSettings | None) -> Database | None:
+        if self.settings.database_system == "none":
+            return None
+        from .database import Database, DatabaseSettings
+
+        database = Database(
+            given or DatabaseSettings.from_environment(),
+            service_name=self.settings.service_name,
+            tracer_provider=self.tracer_provider,
+            registry=self.metrics.registry,
+            health=self.health,
+        )
+        self.components.append(database)
+        return database
+
+    def _outbox(self) -> None:
+        """With a database and a broker: events published in a unit of work go through the
+        outbox, its relay runs (started after the broker, stopped before it), and the
+        consumer's inbox is the database's."""
+        if self.database is None or self.messaging is None:
+            return
+        from .database.wiring import install_outbox
+
+        self.components.append(install_outbox(self.database, self.messaging, self.metrics.registry))
+
     def _downstream_down(self, name: str) -> bool:
         client = self.downstreams.get(name)
         return client is not None and client.breaker.state is not CircuitState.CLOSED
@@ -159,6 +190,12 @@ class Service:
         app.state.health = self.health
         app.state.downstreams = self.downstreams
         app.state.messaging = self.messaging
+        app.state.database = self.database
+        if self.database is not None:
+            from .database.tally import QueryTally
+
+            # Innermost: the request observer's span is current when the tally is written.
+            app.user_middleware.append(Middleware(QueryTally))
         install_problem_handlers(app)
 
         @app.get(METRICS_PATH, include_in_schema=False)

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Broker = Literal["nats", "rabbitmq", "kafka", "none"]
 Discovery = Literal["consul", "kubernetes", "none"]
+DatabaseSystem = Literal["postgres", "none"]
 
 
 class ServiceSettings(BaseSettings):
@@ -48,6 +49,8 @@ class ServiceSettings(BaseSettings):
     # Which broker the service talks to and how it is discovered; a bake sets the defaults.
     messaging_broker: Broker = Field(default="none", validation_alias="MESSAGING_BROKER")
     service_discovery: Discovery = Field(default="none", validation_alias="SERVICE_DISCOVERY")
+    # The service's own database (DATABASE_URL, DATABASE_*): database/ in the chassis.
+    database_system: DatabaseSystem = Field(default="none", validation_alias="DATABASE_SYSTEM")
 
     # Tracing: see the OpenTelemetry SDK's environment variable specification.
     otel_sdk_disabled: bool = False

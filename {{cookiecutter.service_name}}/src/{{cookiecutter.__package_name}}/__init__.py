@@ -1,6 +1,6 @@
 """{{ cookiecutter.description }}"""
 
-from service_chassis.settings import Broker, Discovery
+from service_chassis.settings import Broker, DatabaseSystem, Discovery
 
 SERVICE_NAME = "{{ cookiecutter.service_name }}"
 OWNER = "{{ cookiecutter.owner }}"
@@ -9,4 +9,6 @@ DEFAULT_HTTP_PORT = {{ cookiecutter.http_port }}
 # SERVICE_DISCOVERY, which may also turn them off ("none") where a deployment has neither.
 BROKER: Broker = "{{ cookiecutter.messaging }}"
 DISCOVERY: Discovery = "{{ cookiecutter.discovery }}"
+# The database this service was baked with: the default of DATABASE_SYSTEM.
+DATABASE: DatabaseSystem = "{{ cookiecutter.database }}"
 __version__ = "{{ cookiecutter.version }}"

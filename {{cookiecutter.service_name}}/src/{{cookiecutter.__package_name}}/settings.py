@@ -3,16 +3,17 @@ discovery, shutdown) with this service's defaults, plus any of its own.
 
 Every field reads the unprefixed environment variable of the same name (``HTTP_PORT``,
 ``LOG_LEVEL``, ...). Downstreams read theirs (``<NAME>_URL``, ``<NAME>_TIMEOUT_SECONDS``, ...)
-when they are declared; messaging reads ``BROKER_URL`` and ``MESSAGING_*``.
+when they are declared; messaging reads ``BROKER_URL`` and ``MESSAGING_*``, the database
+``DATABASE_URL`` and ``DATABASE_*``.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 from service_chassis import ServiceSettings
-from service_chassis.settings import Broker, Discovery
+from service_chassis.settings import Broker, DatabaseSystem, Discovery
 
-from . import BROKER, DEFAULT_HTTP_PORT, DISCOVERY, OWNER, SERVICE_NAME, __version__
+from . import BROKER, DATABASE, DEFAULT_HTTP_PORT, DISCOVERY, OWNER, SERVICE_NAME, __version__
 
 
 class Settings(ServiceSettings):
@@ -22,3 +23,4 @@ class Settings(ServiceSettings):
     http_port: int = Field(default=DEFAULT_HTTP_PORT, ge=1, le=65535)
     messaging_broker: Broker = Field(default=BROKER, validation_alias="MESSAGING_BROKER")
     service_discovery: Discovery = Field(default=DISCOVERY, validation_alias="SERVICE_DISCOVERY")
+    database_system: DatabaseSystem = Field(default=DATABASE, validation_alias="DATABASE_SYSTEM")

@@ -10,13 +10,14 @@ from fastapi import FastAPI
 from pydantic_settings import BaseSettings
 from service_chassis.resilience.settings import DownstreamSettings, env_prefix
 
-from {{ cookiecutter.__package_name }} import BROKER, DISCOVERY
+from {{ cookiecutter.__package_name }} import BROKER, DATABASE, DISCOVERY
 from {{ cookiecutter.__package_name }}.app import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 # Imported by name: a bake without a broker does not have the broker's packages.
 MESSAGING = "service_chassis.messaging.settings"
 DISCOVERY_SETTINGS = "service_chassis.discovery.settings"
+DATABASE_SETTINGS = "service_chassis.database.settings"
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -28,8 +29,12 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 
 def has_extension(name: str) -> bool:
-    """Whether this bake has messaging (a broker) or discovery (Consul)."""
-    return {"messaging": BROKER != "none", "discovery": DISCOVERY == "consul"}[name]
+    """Whether this bake has messaging (a broker), discovery (Consul) or a database."""
+    return {
+        "messaging": BROKER != "none",
+        "discovery": DISCOVERY == "consul",
+        "database": DATABASE != "none",
+    }[name]
 
 
 def app() -> FastAPI:
@@ -60,6 +65,8 @@ def _settings_classes() -> list[tuple[type[BaseSettings], str]]:
         classes.append((importlib.import_module(MESSAGING).MessagingSettings, ""))
     if has_extension("discovery"):
         classes.append((importlib.import_module(DISCOVERY_SETTINGS).DiscoverySettings, ""))
+    if has_extension("database"):
+        classes.append((importlib.import_module(DATABASE_SETTINGS).DatabaseSettings, ""))
     return classes
 
 

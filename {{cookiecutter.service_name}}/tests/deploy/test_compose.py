@@ -63,7 +63,7 @@ def test_runs_on_the_stacks_network_and_sends_traces_to_jaeger() -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
     service = _service()
     assert compose["networks"]["observability"] == {"name": "observability", "external": True}
-    assert service["networks"] == ["observability"]
+    assert service["networks"][0] == "observability"
     env = service["environment"]
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
     assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
@@ -77,6 +77,26 @@ def test_runs_on_the_stacks_network_and_sends_traces_to_jaeger() -> None:
         assert "BROKER_URL" not in env
     if has_extension("discovery"):
         assert env["CONSUL_HTTP_ADDR"] == "http://consul:8500"
+
+
+def test_the_database_is_the_services_own() -> None:
+    """With a database: its own server on a network only it and the service share, migrated
+    before the service starts; without, nothing of it."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    service = _service()
+    if not has_extension("database"):
+        assert "DATABASE_URL" not in service["environment"]
+        assert set(compose["services"]) == {SERVICE_NAME}
+        return
+    database = compose["services"][f"{SERVICE_NAME}-postgres"]
+    assert database["profiles"] == ["postgres"]
+    assert database["networks"] == ["data"]
+    host = urlsplit(service["environment"]["DATABASE_URL"]).hostname
+    assert host == f"{SERVICE_NAME}-postgres"
+    assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    migrate = compose["services"]["migrate"]
+    assert migrate["command"][-1] == "migrate"
+    assert migrate["environment"]["DATABASE_URL"] == service["environment"]["DATABASE_URL"]
 
 
 def test_builds_this_directory_and_publishes_the_port_on_loopback() -> None:

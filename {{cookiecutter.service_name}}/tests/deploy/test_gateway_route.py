@@ -3,7 +3,7 @@
 Validated against the Gateway API's own schema (see gateway_route.py; the CRD's CEL rules
 are not evaluated offline, so the one this route relies on is checked by hand), and checked
 against the app: every API path is reachable at /<service>/<path> with the prefix stripped,
-and no management endpoint (/metrics, /health/*, /docs, /openapi.json) is.
+and no management endpoint (/metrics, /health/*, /docs, /openapi.json, /sagas) is.
 """
 
 from __future__ import annotations
@@ -22,7 +22,16 @@ from .gateway_route import GATEWAY_API, SCHEMA_FILE, httproute_schema, route
 from .kustomize import build, find
 from .manifests import BASE, OVERLAYS, app, route_paths
 
-MANAGEMENT = ("/metrics", "/health/live", "/health/ready", "/docs", "/redoc", "/openapi.json")
+# Management endpoints, and the example saga's operator routes (/sagas), stay inside.
+MANAGEMENT = (
+    "/metrics",
+    "/health/live",
+    "/health/ready",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/sagas",
+)
 PREFIX = f"/{SERVICE_NAME}"
 
 
@@ -43,7 +52,8 @@ def validator() -> jsonschema.protocols.Validator:
 def api_paths() -> set[str]:
     """The app's API paths (path parameters filled in), without its management endpoints."""
     paths = route_paths(app())
-    api = {p for p in paths if not p.startswith(("/health", "/metrics", "/docs", "/redoc"))}
+    inside = ("/health", "/metrics", "/docs", "/redoc", "/sagas")
+    api = {p for p in paths if not p.startswith(inside)}
     api.discard("/openapi.json")
     return {re.sub(r"\{[^}]+\}", "1", p) for p in api}
 

@@ -216,6 +216,8 @@ def test_the_overlay_provides_the_secrets_this_bake_needs() -> None:
         wanted.add("BROKER_URL")
     if has_extension("discovery"):
         wanted.add("CONSUL_HTTP_TOKEN")
+    if has_extension("database"):
+        wanted.add("DATABASE_URL")
     secrets = [o for o in objects if o["kind"] == "Secret"]
     found = {key for secret in secrets for key in secret["data"]}
     assert found == wanted

@@ -30,7 +30,7 @@ from ..health import HealthRegistry
 from .component import BrokerComponent
 from .consumer import EventHandler, ReliableConsumer
 from .events import Event, NewEvent
-from .idempotency import IdempotencyStore, InMemoryIdempotencyStore
+from .idempotency import IdempotencyStore, InMemoryIdempotencyStore, TransactionalInbox
 from .metrics import create_messaging_metrics
 from .publisher import EventPublisher, EventsUnavailable
 from .settings import MessagingSettings
@@ -66,13 +66,19 @@ class Messaging:
     # Whether a downstream is down (its breaker not closed): the consumer then waits for it.
     dependency_down: Callable[[str], bool] = field(default=lambda downstream: False)
     consumer: ReliableConsumer | None = field(default=None)
+    # With a database: the persistent inbox, used unless subscribe is given a store.
+    inbox: TransactionalInbox | None = field(default=None)
 
     def subscribe(
         self, handler: EventHandler, *, store: IdempotencyStore | None = None
     ) -> ReliableConsumer:
-        """Consume the service's events destination with ``handler`` (one per service)."""
+        """Consume the service's events destination with ``handler`` (one per service). With
+        a database, each attempt runs in a transaction that records the event id in the
+        inbox (``current_unit_of_work.get()`` is that transaction)."""
         if self.consumer is not None:
             raise RuntimeError("this service already subscribed a handler to its events")
+        if store is None and self.inbox is not None:
+            handler, store = self.inbox.wrap(handler), self.inbox
         self.consumer = ReliableConsumer(
             transport=self.transport,
             handler=handler,

@@ -13,7 +13,10 @@ effect idempotent itself (a unique key on the row it writes).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+from .events import Event
 
 
 class IdempotencyStore(Protocol):
@@ -28,6 +31,15 @@ class IdempotencyStore(Protocol):
     async def release(self, message_id: str) -> None:
         """Handling failed without effect: a later copy may try again."""
         ...
+
+
+class TransactionalInbox(IdempotencyStore, Protocol):
+    """A store that records handled ids in the handler's own transaction (the database's
+    inbox): ``wrap`` runs each attempt of the handler in that transaction."""
+
+    def wrap(
+        self, handler: Callable[[Event], Awaitable[None]]
+    ) -> Callable[[Event], Awaitable[None]]: ...
 
 
 class InMemoryIdempotencyStore:

@@ -62,6 +62,10 @@ class EventPublisher:
         self._connected = connected
         self._max_bytes = settings.max_message_bytes
 
+    def encode(self, event: Event) -> bytes:
+        """The event's body as published; 422 or 413 problems for what cannot be sent."""
+        return self._encode(event)
+
     def _encode(self, event: Event) -> bytes:
         try:
             body = event.to_bytes()

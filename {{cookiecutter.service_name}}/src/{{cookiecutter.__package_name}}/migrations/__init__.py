@@ -1,0 +1,1 @@
+"""Alembic migrations: ``python -m {{ cookiecutter.__package_name }} migrate`` runs them."""
