@@ -10,7 +10,8 @@ service baked with plain cookiecutter.
 The service depends on the chassis (``service-chassis``) from the same template repository:
 from its git URL at the chassis's release tag when the bake came from a URL, from the local
 checkout's ``chassis/`` folder when it came from a local path (tests, ``make demo``). The lock
-of the chosen broker seeds ``uv.lock``, which ``uv lock`` then brings in line with that source.
+of the chosen broker and database seeds ``uv.lock``, which ``uv lock`` then brings in line with
+that source.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """The service: the chassis's mechanisms assembled into one FastAPI app, in one place.
 
 ``Service(settings)`` builds, in this order: the tracer provider, the metrics registry, the
-health registry, discovery (Consul, when the settings say so), the declared downstreams, the
-broker (when the settings name one), and the app with its request observer, body limit,
-problem details, ``/health/*`` and ``/metrics``. The service adds its routes and handlers to
-``service.app`` and returns it. The lifespan starts the components in order and stops them in
-reverse, readiness failing first, then flushes the spans.
+health registry, discovery (Consul, when the settings say so), the database (when the settings
+name one), the declared downstreams, the broker (when the settings name one), the outbox relay
+(with both), and the app with its request observer, body limit, problem details, ``/health/*``
+and ``/metrics``. The service adds its routes and handlers to ``service.app`` and returns it.
+The lifespan starts the components in order and stops them in reverse, readiness failing
+first, then flushes the spans.
 """
 
 from __future__ import annotations

@@ -214,6 +214,28 @@ async def test_consumer_killed_mid_batch_repeats_no_effect(
     assert counts == {str(event.id): 1 for event in events}
 
 
+async def test_sigterm_closes_the_pool_after_in_flight_work(
+    broker: BrokerUnderTest, messaging: MessagingSettings, database_url: str
+) -> None:
+    env = environment(broker, messaging, database_url, LOG_LEVEL="INFO")
+    service = start_service(PACKAGE, env, ready_path="/health/ready", timeout=30)
+    try:
+        with httpx.Client(base_url=service.base_url, timeout=10) as client:
+            in_flight = asyncio.create_task(
+                asyncio.to_thread(client.get, "/slow", params={"seconds": "1.5"})
+            )
+            await asyncio.sleep(0.5)
+            exit_code = await asyncio.to_thread(service.stop)  # SIGTERM, then wait for the exit
+            response = await in_flight
+        assert response.status_code == 200, response.text
+        assert exit_code == 0
+    finally:
+        service.stop(signal.SIGKILL)
+    events = [line["event"] for line in service.logs()]
+    served = next(i for i, line in enumerate(service.logs()) if line.get("url_path") == "/slow")
+    assert served < events.index("database pool closed")
+
+
 async def handled_at_least(url: str, count: int) -> bool:
     return len(await effect_counts(url)) >= count
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..configuration import ConfigurationError, from_validation
@@ -58,11 +58,15 @@ class DatabaseSettings(BaseSettings):
         default=7 * 86400.0, gt=0, validation_alias="INBOX_RETENTION_SECONDS"
     )
 
-    @field_validator("url")
-    @classmethod
-    def _postgres_url(cls, value: SecretStr) -> SecretStr:
-        DatabaseURL.parse(value.get_secret_value())  # raises ValueError naming the form
-        return value
+    @model_validator(mode="after")
+    def _postgres_url(self) -> Self:
+        # After the fields, not on the field: a field's error repeats the value it was given,
+        # and this one may hold a password.
+        try:
+            DatabaseURL.parse(self.url.get_secret_value())
+        except ValueError as error:
+            raise ValueError(f"DATABASE_URL: {error}") from None
+        return self
 
     @property
     def database_url(self) -> DatabaseURL:

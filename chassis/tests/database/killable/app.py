@@ -5,7 +5,7 @@ import os
 
 from fastapi import APIRouter, FastAPI
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from service_chassis import Service, ServiceSettings
 from service_chassis.database import DatabaseDependency, current_unit_of_work
@@ -24,6 +24,13 @@ async def place(database: DatabaseDependency, fail: bool = False) -> dict[str, s
         if fail:
             raise RuntimeError("rolled back after writing the order and its event")
     return {"id": str(event_id)}
+
+
+@router.get("/slow")
+async def slow(database: DatabaseDependency, seconds: float = 1.0) -> dict[str, float]:
+    async with database.transaction() as work:
+        await work.session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
+    return {"slept": seconds}
 
 
 async def handle(event: Event) -> None:
