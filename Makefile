@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 
 $(PY): requirements/test.txt chassis/pyproject.toml
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv
-	uv venv --quiet --python 3.11 $(VENV)
+	uv venv --quiet --allow-existing --python 3.11 $(VENV)
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet -r requirements/test.txt
 	@touch $(PY)
 
