@@ -114,7 +114,9 @@ async def test_a_committed_event_is_relayed_once_in_the_requests_trace(
     assert "outbox_relayed_events_total 1.0" in metrics
     spans = span_exporter.get_finished_spans()
     server = next(s for s in spans if s.name.startswith("POST"))
-    process = next(s for s in spans if (s.attributes or {}).get("messaging.operation") == "process")
+    process = next(
+        s for s in spans if (s.attributes or {}).get("messaging.operation.type") == "process"
+    )
     assert process.context is not None
     assert server.context is not None
     assert process.context.trace_id == server.context.trace_id
