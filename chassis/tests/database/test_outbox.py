@@ -46,8 +46,12 @@ async def write_events(database: Database, count: int) -> list[str]:
     return ids
 
 
-def relay(database: Database, publish: Recorder, batch: int = 100) -> OutboxRelay:
-    settings = database.settings.model_copy(update={"outbox_batch_size": batch})
+def relay(
+    database: Database, publish: Recorder, batch: int = 100, *, strict: bool = False
+) -> OutboxRelay:
+    settings = database.settings.model_copy(
+        update={"outbox_batch_size": batch, "outbox_strict_order": strict}
+    )
     return OutboxRelay(database.engine, publish, settings, CollectorRegistry())
 
 
@@ -94,6 +98,20 @@ async def test_replicas_share_the_work_without_taking_a_row_twice(database: Data
     assert await holding == 3
     assert first.ids == ids[:3]
     assert second.ids == ids[3:]
+
+
+async def test_in_strict_order_one_replica_relays_at_a_time(database: Database) -> None:
+    ids = await write_events(database, 6)
+    pause = asyncio.Event()
+    first = Recorder(pause=pause)
+    holding = asyncio.create_task(relay(database, first, batch=3, strict=True).relay_once())
+    await asyncio.sleep(0.3)
+    second = Recorder()
+    assert await relay(database, second, batch=3, strict=True).relay_once() == 0  # stands by
+    pause.set()
+    assert await holding == 3
+    assert await relay(database, second, batch=3, strict=True).relay_once() == 3
+    assert first.ids + second.ids == ids
 
 
 async def test_lag_and_backlog_are_measured(database: Database) -> None:

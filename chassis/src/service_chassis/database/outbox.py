@@ -2,11 +2,15 @@
 
 Each round takes up to ``OUTBOX_BATCH_SIZE`` unsent rows in ``position`` order with
 ``FOR UPDATE SKIP LOCKED``, so replicas share the work without taking the same row; publishes
-them in that order (with the event id as the message id, so the broker's de-duplication
-applies to a row published twice); stamps ``sent_at`` in the same transaction. A publish that
-fails ends the round: the rest of the batch waits, in order, for the next. A relay killed after
-publishing and before its commit publishes those rows again: delivery is at least once, and the
-consumer's inbox (or the broker's de-duplication window) makes the copy harmless.
+them in that order, with the event id as the message id (so the broker's de-duplication applies
+to a row published twice); stamps ``sent_at`` in the same transaction. A publish that fails ends
+the round: the rest of the batch waits, in order, for the next. A relay killed after publishing
+and before its commit publishes those rows again: delivery is at least once, and the consumer's
+inbox (or the broker's de-duplication window) makes the copy harmless.
+
+Batches of different replicas go out at the same time, so across replicas an event may overtake
+an earlier one. With ``OUTBOX_STRICT_ORDER`` a round first takes an advisory lock: one replica
+relays at a time (the others stand by and take over) and events leave in commit order.
 
 Each publish runs in the trace context the writing transaction stored, so the broker hop is a
 child of the request that made the change. A commit that wrote events wakes the relay at once;
@@ -35,6 +39,8 @@ from .telemetry import untraced
 log = structlog.get_logger(__name__)
 
 MAX_BACKOFF = 30.0
+# pg_try_advisory_xact_lock key of the strictly ordered relay (the migrations use another).
+STRICT_ORDER_LOCK = 0x0B_7B0C
 
 
 class Publish(Protocol):
@@ -129,6 +135,15 @@ class OutboxRelay:
         if not self._connected():
             return 0
         async with self._engine.begin() as connection:
+            if (
+                self._settings.outbox_strict_order
+                and not (
+                    await connection.execute(
+                        select(func.pg_try_advisory_xact_lock(STRICT_ORDER_LOCK))
+                    )
+                ).scalar()
+            ):
+                return 0  # another replica is relaying
             rows = (
                 await connection.execute(
                     select(

@@ -49,6 +49,9 @@ class DatabaseSettings(BaseSettings):
     outbox_batch_size: int = Field(
         default=100, ge=1, le=10_000, validation_alias="OUTBOX_BATCH_SIZE"
     )
+    # Replicas relay different batches at once, so across replicas an event can overtake an
+    # earlier one. True: one replica relays at a time (the others stand by), in strict order.
+    outbox_strict_order: bool = Field(default=False, validation_alias="OUTBOX_STRICT_ORDER")
     # Sent outbox rows are kept this long (for inspection), then deleted.
     outbox_retention_seconds: float = Field(
         default=3600.0, ge=0, validation_alias="OUTBOX_RETENTION_SECONDS"
