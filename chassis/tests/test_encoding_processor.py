@@ -4,6 +4,7 @@ the SDK's batch settings hold, and a span OTLP cannot carry is dropped, never ra
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -91,7 +92,7 @@ def test_a_span_otlp_cannot_carry_is_dropped() -> None:
     assert names == ["good"]
 
 
-def _spans(request: bytes) -> list[object]:
+def _spans(request: bytes) -> list[Any]:
     decoded = ExportTraceServiceRequest.FromString(request)
     return [s for r in decoded.resource_spans for ss in r.scope_spans for s in ss.spans]
 

@@ -160,7 +160,7 @@ def test_a_lean_span_exports_what_the_sdk_span_exports(case: dict[str, Any]) -> 
         assert lean.dropped_attributes == sdk.dropped_attributes
         assert lean.dropped_events == sdk.dropped_events
         assert lean.dropped_links == sdk.dropped_links
-        assert dict(lean.attributes) == dict(sdk.attributes)
+        assert dict(lean.attributes or {}) == dict(sdk.attributes or {})
         assert lean.to_json() == sdk.to_json()
 
 
@@ -185,5 +185,7 @@ def test_spans_of_other_tracers_share_the_provider() -> None:
     lean.end()
     client, server = exporter.get_finished_spans()
     assert client.parent == server.get_span_context()
+    assert client.instrumentation_scope is not None
+    assert server.instrumentation_scope is not None
     assert client.instrumentation_scope.name == "httpx"
     assert server.instrumentation_scope.name == "chassis"

@@ -117,3 +117,18 @@ EMPTY: dict[str, Any] = {
     "links": [],
     "status": Status(StatusCode.UNSET),
 }
+
+
+def test_a_full_cache_still_encodes_what_the_sdk_encodes() -> None:
+    """Unique values (message ids) fill the attribute cache; what repeats stays cached."""
+    specs = [
+        {**EMPTY, "name": "s", "attributes": {"id": f"m-{number}", "route": "/items"}}
+        for number in range(5000)
+    ]
+    spans = make_spans(specs, Resource.create({"service.name": "svc"}))
+    encoder = SpanEncoder()
+    for start in range(0, len(spans), 1000):
+        batch = spans[start : start + 1000]
+        assert ExportTraceServiceRequest.FromString(encoder.encode(batch)) == encode_spans(batch)
+    assert len(encoder._attribute_cache) <= 4096
+    assert ("route", str, "/items") in encoder._attribute_cache

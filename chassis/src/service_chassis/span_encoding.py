@@ -210,9 +210,10 @@ class SpanEncoder:
                 cache_key, encoded = None, None
             if encoded is None:
                 encoded = _key_value(key, value)
-                if cache_key is not None:
-                    if len(cache) >= _CACHE_LIMIT:
-                        cache.clear()
+                # Once full, the cache keeps what it has: the values that repeat (method,
+                # route, status) come first, and unique ones (message ids, paths) would only
+                # push them out.
+                if cache_key is not None and len(cache) < _CACHE_LIMIT:
                     cache[cache_key] = encoded
             out.append(_field(tag, encoded))
         return b"".join(out)
