@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service_chassis.sagas import (
+    ActionOutcome,
     SagaDefinition,
     SagaOrchestrator,
     SagaRunner,
@@ -276,3 +277,40 @@ async def test_a_compensation_knows_the_key_its_action_was_sent_with(engine: Asy
 
     assert keys["undoes"] == keys["action"]
     assert keys["compensation"] != keys["action"]
+
+
+async def test_a_reply_moves_the_saga_once_and_a_late_or_repeated_one_changes_nothing(
+    engine: AsyncEngine,
+) -> None:
+    sent: list[str] = []
+
+    async def send(context: StepContext) -> None:
+        sent.append(context.message_key)
+
+    step = SagaStep("pack", send, send, reply_timeout=timedelta(minutes=1))
+    orchestrator = SagaOrchestrator(engine, [SagaDefinition("ship", [step])])
+    async with engine.begin() as connection:
+        saga_id = await orchestrator.start(connection, "ship", {})
+    await orchestrator.run_until_idle()
+    view = await orchestrator.get(saga_id)
+    assert view is not None
+    assert view.status is SagaStatus.RUNNING  # awaiting the reply
+    assert [e.outcome for e in view.history][-1] == "sent"
+    assert sent == [f"saga-{saga_id}-pack-action-1"]
+
+    async with engine.begin() as connection:
+        wrong_step = await orchestrator.reply(
+            connection, saga_id, "label", "action", ActionOutcome.SUCCEEDED
+        )
+        first = await orchestrator.reply(
+            connection, saga_id, "pack", "action", ActionOutcome.SUCCEEDED, {"parcel": "p-1"}
+        )
+        again = await orchestrator.reply(
+            connection, saga_id, "pack", "action", ActionOutcome.SUCCEEDED
+        )
+    assert (wrong_step, first, again) == (False, True, False)
+    view = await orchestrator.get(saga_id)
+    assert view is not None
+    assert view.status is SagaStatus.COMPLETED
+    assert view.data == {"parcel": "p-1"}
+    assert await orchestrator.run_until_idle() == 0

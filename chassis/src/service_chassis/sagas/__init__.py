@@ -6,7 +6,7 @@ with a manual intervention path for the compensation that keeps failing.
 """
 
 from .definition import SagaDefinition, SagaStep, StepContext, StepRejected
-from .machine import SagaStatus
+from .machine import ActionOutcome, SagaStatus
 from .metrics import SagaMetrics, create_saga_metrics
 from .orchestrator import SAGA_ID, SagaNotFound, SagaOrchestrator, SagaView, UnknownSaga
 from .routes import saga_routes
@@ -15,6 +15,7 @@ from .tables import metadata
 
 __all__ = [
     "SAGA_ID",
+    "ActionOutcome",
     "SagaDefinition",
     "SagaMetrics",
     "SagaNotFound",

@@ -32,6 +32,14 @@ class StepContext:
     work: UnitOfWork | None = None
 
     @property
+    def message_key(self) -> str:
+        """The key for a command message: the idempotency key and the attempt. A command sent
+        again (a retried compensation) is a new message, so it needs an id of its own (the
+        outbox and the brokers' duplicate windows drop a repeated id); put
+        ``idempotency_key`` in its body and let the participant act once per that key."""
+        return f"{self.idempotency_key}-{self.attempt}"
+
+    @property
     def action_key(self) -> str:
         """The key the step's action was sent with. A compensation names what it undoes by
         it, which works even when the action's answer was lost in a crash or a timeout."""
@@ -60,6 +68,11 @@ class SagaStep:
     action: Action
     # None for a step with nothing to undo (often the last, which the saga never has to undo).
     compensation: Compensation | None = None
+    # A step whose action and compensation send a command over the broker (through the
+    # outbox: ``context.work.publish``) and hear the outcome in a reply event: the saga waits
+    # for ``SagaOrchestrator.reply`` this long, then takes the silence as a failure whose
+    # outcome is unknown. None: the call's own answer is the outcome (an HTTP call).
+    reply_timeout: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -272,26 +272,99 @@ class SagaOrchestrator:
                     },
                 ) as span,
             ):
-                started = perf_counter()
-                outcome, detail, result = await self._run(step, command, step_context, span)
-                elapsed = perf_counter() - started
-                new = self._next_state(definition, state, command, outcome)
-                if outcome is ActionOutcome.REJECTED and isinstance(command, RunCompensation):
-                    outcome = ActionOutcome.FAILED  # recorded as what it is: a failure to retry
-                await self._save(connection, definition, row, new, result)
-                seq = await self._next_seq(connection, row.id)
-                await self._record(
-                    connection,
-                    row.id,
-                    seq,
-                    kind,
-                    step.name,
-                    outcome.value,
-                    detail,
-                    new.status.value,
+                detail: str | None
+                result: Mapping[str, Any] | None
+                if row.awaiting == kind:
+                    # Chosen while awaiting a reply: its deadline passed with no reply. The
+                    # command may have taken effect, so this is an unknown outcome.
+                    outcome, detail, result = ActionOutcome.FAILED, "ReplyTimeout", None
+                    span.set_status(Status(StatusCode.ERROR))
+                    span.set_attribute("error.type", "ReplyTimeout")
+                    log.warning(f"saga {kind} reply timed out", step=step.name)
+                    elapsed = (_now() - row.updated_at).total_seconds()
+                else:
+                    started = perf_counter()
+                    outcome, detail, result = await self._run(
+                        connection, step, command, step_context, span
+                    )
+                    elapsed = perf_counter() - started
+                    if step.reply_timeout is not None and outcome is ActionOutcome.SUCCEEDED:
+                        await self._await_reply(connection, row, kind, step)
+                        return
+                await self._conclude(
+                    connection, definition, row, command, outcome, detail, result, elapsed
                 )
         finally:
             context.detach(token)
+
+    async def reply(
+        self,
+        connection: Executor,
+        saga_id: UUID,
+        step: str,
+        kind: str,
+        outcome: ActionOutcome,
+        result: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """A participant's reply to a step's command: the saga moves on in ``connection``'s
+        transaction (a reply handler's unit of work, so with its inbox record). False for a
+        reply the saga no longer awaits (late, or delivered twice): it changes nothing."""
+        row = (
+            await connection.execute(select(sagas).where(sagas.c.id == saga_id).with_for_update())
+        ).first()
+        if row is None or row.awaiting != kind:
+            return False
+        definition = self.definition(row.name)
+        state = SagaState(SagaStatus(row.status), row.step, row.failures, row.steps)
+        command = next_command(state)
+        if command is None or definition.steps[command.step].name != step:
+            return False
+        detail = None if outcome is ActionOutcome.SUCCEEDED else f"reply: {outcome.value}"
+        elapsed = (_now() - row.updated_at).total_seconds()
+        with structlog.contextvars.bound_contextvars(saga_id=str(row.id), saga=row.name):
+            await self._conclude(
+                connection, definition, row, command, outcome, detail, result, elapsed
+            )
+        self._wake.set()
+        return True
+
+    async def _await_reply(
+        self, connection: Executor, row: Row[Any], kind: str, step: SagaStep
+    ) -> None:
+        """The command is out (in this transaction's outbox): wait for its reply."""
+        assert step.reply_timeout is not None
+        now = _now()
+        await connection.execute(
+            update(sagas)
+            .where(sagas.c.id == row.id)
+            .values(awaiting=kind, updated_at=now, next_attempt_at=now + step.reply_timeout)
+        )
+        seq = await self._next_seq(connection, row.id)
+        await self._record(connection, row.id, seq, kind, step.name, "sent", None, row.status)
+
+    async def _conclude(
+        self,
+        connection: Executor,
+        definition: SagaDefinition,
+        row: Row[Any],
+        command: Command,
+        outcome: ActionOutcome,
+        detail: str | None,
+        result: Mapping[str, Any] | None,
+        elapsed: float,
+    ) -> None:
+        """Record a step's outcome: the saga's next state and a line of its history."""
+        state = SagaState(SagaStatus(row.status), row.step, row.failures, row.steps)
+        step = definition.steps[command.step]
+        kind = "action" if isinstance(command, RunAction) else "compensation"
+        new = self._next_state(definition, state, command, outcome)
+        if outcome is ActionOutcome.REJECTED and isinstance(command, RunCompensation):
+            outcome = ActionOutcome.FAILED  # recorded as what it is: a failure to retry
+        await self._save(connection, definition, row, new, result)
+        seq = await self._next_seq(connection, row.id)
+        await self._record(
+            connection, row.id, seq, kind, step.name, outcome.value, detail, new.status.value
+        )
         if self._metrics:
             self._metrics.step_duration.labels(row.name, step.name, kind, outcome.value).observe(
                 elapsed
@@ -308,15 +381,23 @@ class SagaOrchestrator:
 
     @staticmethod
     async def _run(
-        step: SagaStep, command: Command, step_context: StepContext, span: trace.Span
+        connection: Executor,
+        step: SagaStep,
+        command: Command,
+        step_context: StepContext,
+        span: trace.Span,
     ) -> tuple[ActionOutcome, str | None, Mapping[str, Any] | None]:
-        """Run the action or compensation; its outcome, a detail for the history, its result."""
+        """Run the action or compensation; its outcome, a detail for the history, its result.
+
+        In a savepoint: a step that fails in the database (a constraint, a cancelled statement)
+        leaves the transaction usable, so its outcome is still recorded."""
         try:
             result = None
-            if isinstance(command, RunAction):
-                result = await step.action(step_context)
-            elif step.compensation is not None:
-                await step.compensation(step_context)
+            async with connection.begin_nested():
+                if isinstance(command, RunAction):
+                    result = await step.action(step_context)
+                elif step.compensation is not None:
+                    await step.compensation(step_context)
             outcome, detail = ActionOutcome.SUCCEEDED, None
         except StepRejected as rejected:
             outcome, detail = ActionOutcome.REJECTED, type(rejected).__name__
@@ -373,6 +454,7 @@ class SagaOrchestrator:
                 data={**row.data, **(result or {})},
                 updated_at=now,
                 next_attempt_at=next_attempt,
+                awaiting=None,
             )
         )
 

@@ -35,8 +35,11 @@ sagas = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("deadline_at", DateTime(timezone=True), nullable=False),
-    # A compensation's next try waits for its backoff.
+    # A compensation's next try waits for its backoff; a step awaiting its reply waits until
+    # the reply's deadline.
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    # "action" or "compensation" while a step's command is out and its reply not yet in.
+    Column("awaiting", String(16), nullable=True),
     Index("sagas_ready", "status", "next_attempt_at"),
 )
 

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("awaiting", sa.String(16), nullable=True),
     )
     op.create_index("sagas_ready", "sagas", ["status", "next_attempt_at"])
     op.create_table(
