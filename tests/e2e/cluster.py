@@ -42,7 +42,8 @@ TEMPLATE = Path(os.environ.get("SERVICE_TEMPLATE_DIR") or Path(__file__).resolve
 
 # Three services, each baked with different options, playing the parts of the trace:
 # storefront (HTTP only) -> orders (publishes) -> shipping (consumes, with its database's inbox,
-# and calls the storefront back).
+# and calls the storefront back). shipping also bakes the example saga, as its own participant
+# (the live stack's saga dashboard reads it; tests/e2e/test_saga_trace.py has three services).
 BAKES: dict[str, dict[str, str]] = {
     "storefront": {"service_name": "storefront", "messaging": "none", "discovery": "none"},
     "orders": {"service_name": "orders", "messaging": "nats", "discovery": "kubernetes"},
@@ -51,6 +52,7 @@ BAKES: dict[str, dict[str, str]] = {
         "messaging": "nats",
         "discovery": "consul",
         "database": "postgres",
+        "saga": "place-order",
         "python_version": "3.12",
     },
 }
@@ -234,6 +236,8 @@ def running_cluster(
                 "MESSAGING_DESTINATION": destination,
                 "MESSAGING_DEAD_LETTER_DESTINATION": f"{run_prefix}.shipping.dlq",
                 "DOWNSTREAM_URL": f"http://127.0.0.1:{ports['storefront']}/items/1",
+                "STOCK_URL": f"http://127.0.0.1:{ports['shipping']}",
+                "PAYMENTS_URL": f"http://127.0.0.1:{ports['shipping']}",
             },
         }
         services = {

@@ -12,7 +12,8 @@ localhost:9090, and a target file of the test's services instead of the example 
 observability/jaeger/config.yaml with loopback addresses and this Prometheus as the Monitor
 tab's backend.
 
-Background threads give the services real traffic: successes, 404s, 422s, an HTTP -> NATS ->
+Background threads give the services real traffic: successes, 404s, 422s, orders through the
+example saga (confirmed and compensated), an HTTP -> NATS ->
 consumer -> HTTP relay, outbound calls to a port that never answers (5xx, timeouts, retries,
 breaker and bulkhead refusals), poison and duplicate messages, and a spell without a
 dead-letter stream. Every dashboard query and recording rule must return data from them; the
@@ -58,6 +59,7 @@ from tests.stack.programs import prometheus_config as with_stack_addresses
 
 BROKER_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
 FILE_SD_SERVICES = ("storefront", "orders")  # listed in a target file
+SAGA_SERVICE = "shipping"  # baked with the example saga (tests/e2e/cluster.py)
 CONSUL_SERVICE = "shipping"  # registers itself in Consul
 SERVICES = (*FILE_SD_SERVICES, CONSUL_SERVICE)
 FAILING_SERVICE = "orders"  # its DOWNSTREAM_URL is a port that never answers
@@ -222,6 +224,14 @@ class Traffic:
                         "POST",
                         storefront + "/downstream",
                         json={"type": "order.placed", "data": {"order": tick}},
+                    )
+                if tick % 5 == 2:  # the example saga: confirmed, or compensated when declined
+                    amount = 1_500 if tick % 10 == 2 else 100_001
+                    self._send(
+                        client,
+                        "POST",
+                        self.cluster[SAGA_SERVICE].url + "/orders",
+                        json={"sku": "book", "quantity": 1, "amount_cents": amount},
                     )
                 tick += 1
 
@@ -556,6 +566,8 @@ HAPPENED = {
     "invalid message dead-lettered": 'messaging_dead_letters_total{reason="invalid"}',
     "exhausted message dead-lettered": 'messaging_dead_letters_total{reason="exhausted"}',
     "duplicate skipped": "messaging_duplicates_total",
+    "saga completed": 'sagas_finished_total{status="completed"}',
+    "saga compensated": 'sagas_finished_total{status="compensated"}',
 }
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from service_chassis.database import Database, inbox_table, outbox_table
 from service_chassis.testing.brokers import BrokerUnderTest, broker_under_test
@@ -73,7 +74,9 @@ async def test_a_new_items_event_is_relayed_from_the_outbox_and_handled_once(
     [headers] = downstream.requests
     assert headers["idempotency-key"] == str(event_id)
     assert headers["traceparent"].split("-")[1] == TRACE_ID
-    relayed = [span for span in span_exporter.get_finished_spans() if span.name.endswith("publish")]
+    relayed = [
+        span for span in span_exporter.get_finished_spans() if span.kind is SpanKind.PRODUCER
+    ]
     assert relayed
     assert all(
         span.context is not None and span.context.trace_id == int(TRACE_ID, 16) for span in relayed
