@@ -221,7 +221,7 @@ def test_bad_answer_message_says_what_to_type(tmp_path: Path) -> None:
 
 def test_plain_cookiecutter_prompts_bake_a_service(tmp_path: Path) -> None:
     # Answers typed at the prompts: a name, three defaults, a port, a choice by number, ...
-    answers = "inventory\n\n\n\n8001\n2\n\n\n\n"
+    answers = "inventory\n\n\n\n8001\n2\n\n\n\n\n"
     result = subprocess.run(
         [sys.executable, "-m", "cookiecutter", str(TEMPLATE), "-o", str(tmp_path)],
         input=answers,

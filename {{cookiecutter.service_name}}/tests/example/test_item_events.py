@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import SpanKind
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from service_chassis.database import Database, inbox_table, outbox_table
 from service_chassis.testing.brokers import BrokerUnderTest, broker_under_test
 from service_chassis.testing.servers import RecordingDownstream, eventually, serve
