@@ -4,22 +4,25 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# Marks the install of the current requirements. Not $(PY) itself: that is a symlink to the
+# shared interpreter, whose time every other virtualenv's install would move.
+INSTALLED := $(VENV)/.installed
 
 .PHONY: demo test venv services clean
 
-$(PY): requirements/test.txt chassis/pyproject.toml
+$(INSTALLED): requirements/test.txt chassis/pyproject.toml
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv
 	uv venv --quiet --allow-existing --python 3.11 $(VENV)
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet -r requirements/test.txt
-	@touch $(PY)
+	@touch $(INSTALLED)
 
-venv: $(PY)
+venv: $(INSTALLED)
 
 # NATS, RabbitMQ and PostgreSQL on loopback, installed and started when they are not already running.
-services: $(PY)
+services: $(INSTALLED)
 	bash scripts/services.sh $(VENV)
 
-demo: $(PY)
+demo: $(INSTALLED)
 	$(PY) scripts/demo.py
 
 test: services

@@ -99,6 +99,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _state(row: Row[Any]) -> SagaState:
+    """The saga's state as its row holds it."""
+    return SagaState(SagaStatus(row.status), row.step, row.failures, row.steps)
+
+
+def _kind(command: Command) -> str:
+    return "action" if isinstance(command, RunAction) else "compensation"
+
+
 class SagaOrchestrator:
     def __init__(
         self,
@@ -239,12 +248,12 @@ class SagaOrchestrator:
         self, connection: Executor, work: UnitOfWork | None, row: Row[Any]
     ) -> None:
         definition = self.definition(row.name)
-        state = SagaState(SagaStatus(row.status), row.step, row.failures, row.steps)
+        state = _state(row)
         command = next_command(state)
         if command is None:  # pragma: no cover - the query selects active sagas only
             return
         step = definition.steps[command.step]
-        kind = "action" if isinstance(command, RunAction) else "compensation"
+        kind = _kind(command)
         attempt = command.attempt if isinstance(command, RunCompensation) else 1
         step_context = StepContext(
             saga_id=row.id,
@@ -315,7 +324,7 @@ class SagaOrchestrator:
         if row is None or row.awaiting != kind:
             return False
         definition = self.definition(row.name)
-        state = SagaState(SagaStatus(row.status), row.step, row.failures, row.steps)
+        state = _state(row)
         command = next_command(state)
         if command is None or definition.steps[command.step].name != step:
             return False
@@ -354,9 +363,9 @@ class SagaOrchestrator:
         elapsed: float,
     ) -> None:
         """Record a step's outcome: the saga's next state and a line of its history."""
-        state = SagaState(SagaStatus(row.status), row.step, row.failures, row.steps)
+        state = _state(row)
         step = definition.steps[command.step]
-        kind = "action" if isinstance(command, RunAction) else "compensation"
+        kind = _kind(command)
         new = self._next_state(definition, state, command, outcome)
         if outcome is ActionOutcome.REJECTED and isinstance(command, RunCompensation):
             outcome = ActionOutcome.FAILED  # recorded as what it is: a failure to retry
@@ -410,7 +419,7 @@ class SagaOrchestrator:
             span.set_status(Status(StatusCode.ERROR))
             span.set_attribute("error.type", type(error).__name__)
             log.warning(
-                f"saga {'action' if isinstance(command, RunAction) else 'compensation'} failed",
+                f"saga {_kind(command)} failed",
                 step=step.name,
                 attempt=step_context.attempt,
                 error=type(error).__name__,
@@ -477,7 +486,7 @@ class SagaOrchestrator:
             ).first()
             if row is None:
                 raise SagaNotFound(saga_id)
-            state = SagaState(SagaStatus(row.status), row.step, row.failures, row.steps)
+            state = _state(row)
             new = retry(state) if action == "retried" else abandon(state)
             now = _now()
             await connection.execute(

@@ -8,11 +8,11 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from ..problems import Problem
 from .machine import InvalidTransition, SagaStatus
-from .orchestrator import SagaEvent, SagaNotFound, SagaOrchestrator, SagaView
+from .orchestrator import SagaNotFound, SagaOrchestrator, SagaView
 
 
 class SagaUnknown(Problem):
@@ -28,6 +28,8 @@ class SagaStateConflict(Problem):
 
 
 class SagaEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     seq: int
     at: datetime
     kind: str
@@ -38,6 +40,8 @@ class SagaEventOut(BaseModel):
 
 
 class SagaOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: UUID
     name: str
     status: SagaStatus
@@ -51,30 +55,8 @@ class SagaOut(BaseModel):
 
 
 def _out(view: SagaView, *, history: bool) -> SagaOut:
-    return SagaOut(
-        id=view.id,
-        name=view.name,
-        status=view.status,
-        step=view.step,
-        failures=view.failures,
-        data=dict(view.data),
-        started_at=view.started_at,
-        updated_at=view.updated_at,
-        deadline_at=view.deadline_at,
-        history=[_event(event) for event in view.history] if history else None,
-    )
-
-
-def _event(event: SagaEvent) -> SagaEventOut:
-    return SagaEventOut(
-        seq=event.seq,
-        at=event.at,
-        kind=event.kind,
-        step=event.step,
-        outcome=event.outcome,
-        detail=event.detail,
-        status=event.status,
-    )
+    out = SagaOut.model_validate(view)
+    return out if history else out.model_copy(update={"history": None})
 
 
 def saga_routes(orchestrator: SagaOrchestrator, *, prefix: str = "/sagas") -> APIRouter:
