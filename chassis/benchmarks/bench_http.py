@@ -1,11 +1,11 @@
 """HTTP overhead benchmark: a service on the chassis against a bare FastAPI app, side by side.
 
 Both run under uvicorn with the same settings (one worker, same loop and HTTP parser) and serve
-the same example route, ``GET /items/{item_id}``: the service is the chassis's sample service
-(``tests/sample/``, wired as a bake is), the bare app is FastAPI with its items router and
-nothing else. The service runs with everything on (tracing sampled at 100 % and exported over
-OTLP/HTTP to a receiver process, RED metrics with exemplars, the JSON access log written to
-/dev/null), and in variants that show what each part costs: sampled at 10 %
+the same API, measured on ``GET /items/{item_id}``: the service is the chassis's sample service
+(``tests/sample/``, wired as a bake is), the bare app is FastAPI with the same example routers,
+in the same order, and nothing else. The service runs with everything on (tracing sampled at
+100 % and exported over OTLP/HTTP to a receiver process, RED metrics with exemplars, the JSON
+access log written to /dev/null), and in variants that show what each part costs: sampled at 10 %
 (``parentbased_traceidratio`` 0.1), access log off, spans not exported, and with the server
 span's connection attributes (``TRACE_CONNECTION_ATTRIBUTES``). wrk drives each in alternating
 rounds; the medians, the absolute rates and the ratios are printed, with the targets: at least
@@ -37,17 +37,23 @@ ROOT = Path(__file__).resolve().parents[1]
 # The sample service (tests/sample/), built on the chassis exactly as a bake is.
 PACKAGE = "tests.sample"
 
-# The baseline: bare FastAPI serving the service's own example router, nothing else.
+# The baseline: bare FastAPI serving the same API as the service (its example's routers, in
+# the order the service installs them), nothing else: the difference is the chassis.
 BARE_APP = textwrap.dedent(
     """
-    import os, sys
+    import importlib, os, pkgutil, sys
     import uvicorn
     from fastapi import FastAPI
+    from {package} import example
     from {package}.example import items
 
     app = FastAPI()
     app.state.items = items.ItemStore()
-    app.include_router(items.router)
+    for module in pkgutil.iter_modules(example.__path__):
+        name = f"{{example.__name__}}.{{module.name}}"
+        router = getattr(importlib.import_module(name), "router", None)
+        if router is not None:
+            app.include_router(router)
 
     uvicorn.run(app, host="127.0.0.1", port=int(os.environ["HTTP_PORT"]),
                 log_config=None, access_log=False, server_header=False)

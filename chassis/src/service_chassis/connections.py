@@ -9,11 +9,17 @@ likes. ``GuardedHttpToolsProtocol`` closes such connections:
   the connection's opening): closed, with 408 if anything had arrived;
 - headers larger than ``max_header_bytes``: 431 and closed;
 - a body that sends nothing for ``body_timeout`` seconds: closed (the app sees a disconnect).
+
+The clocks are deadlines checked by one sweep per event loop, a few times per shortest limit,
+instead of a timer armed and cancelled per request: two timers per request cost more than
+the rest of these checks together, and a limit of seconds needs no better than a fraction of
+one.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,6 +31,38 @@ class ConnectionLimits:
     max_header_bytes: int = 65_536
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+
+    @property
+    def sweep_interval(self) -> float:
+        """How often deadlines are checked: a quarter of the shortest limit, within bounds."""
+        return min(max(min(self.header_timeout, self.body_timeout) / 4, 0.05), 1.0)
+
+
+class DeadlineSweep:
+    """The connections of one event loop that have a deadline, checked every ``interval``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self._loop = loop
+        self._interval = interval
+        self._connections: set[GuardedHttpToolsProtocol] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, connection: GuardedHttpToolsProtocol) -> None:
+        self._connections.add(connection)
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._interval, self._sweep)
+
+    def discard(self, connection: GuardedHttpToolsProtocol) -> None:
+        self._connections.discard(connection)
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        for connection in [c for c in self._connections if c.deadline_passed(now)]:
+            connection.expire()
+        # Runs while there are connections: an idle service schedules nothing.
+        self._timer = (
+            self._loop.call_later(self._interval, self._sweep) if self._connections else None
+        )
 
 
 def _plain_response(status: bytes, message: bytes) -> bytes:
@@ -39,12 +77,26 @@ def _plain_response(status: bytes, message: bytes) -> bytes:
     )
 
 
+_sweeps: dict[tuple[asyncio.AbstractEventLoop, float], DeadlineSweep] = {}
+
+
+def _sweep_for(loop: asyncio.AbstractEventLoop, interval: float) -> DeadlineSweep:
+    sweep = _sweeps.get((loop, interval))
+    if sweep is None:
+        for key in [key for key in _sweeps if key[0].is_closed()]:
+            del _sweeps[key]  # a finished loop's (tests run several)
+        sweep = _sweeps[(loop, interval)] = DeadlineSweep(loop, interval)
+    return sweep
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._on_expiry: Callable[[], None] = self._headers_too_slow
+        self._sweep = _sweep_for(self.loop, self.limits.sweep_interval)
         self._header_bytes = 0
         self._reading_headers = True
         self._request_started = False
@@ -53,21 +105,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def with_limits(cls, limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
         return type("GuardedHttpToolsProtocol", (cls,), {"limits": limits})
 
-    def _arm(self, seconds: float, on_expiry: Any) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, on_expiry)
+    def _arm(self, seconds: float, on_expiry: Callable[[], None]) -> None:
+        self._deadline = self.loop.time() + seconds
+        self._on_expiry = on_expiry
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None
+
+    def deadline_passed(self, now: float) -> bool:
+        return self._deadline is not None and now >= self._deadline
+
+    def expire(self) -> None:
+        self._deadline = None
+        self._on_expiry()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm(self.limits.header_timeout, self._headers_too_slow)
+        self._sweep.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._sweep.discard(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

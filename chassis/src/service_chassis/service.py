@@ -36,6 +36,7 @@ from .problems import install_problem_handlers
 from .propagation import install_propagators
 from .resilience.breaker import CircuitState
 from .resilience.client import ResilientClient
+from .route_order import move_last
 from .settings import ServiceSettings
 from .tracing import build_tracer_provider, fastapi_telemetry, service_tracer
 
@@ -198,6 +199,7 @@ class Service:
             # Innermost: the request observer's span is current when the tally is written.
             app.user_middleware.append(Middleware(QueryTally))
         install_problem_handlers(app)
+        first_own_route = len(app.router.routes)
 
         @app.get(METRICS_PATH, include_in_schema=False)
         async def serve_metrics(request: Request) -> Response:
@@ -205,7 +207,18 @@ class Service:
             return Response(body, media_type=content_type)
 
         app.include_router(health_router)
+        self._own_routes = app.router.routes[first_own_route:]
         return app
+
+    def _own_routes_last(self) -> None:
+        """The chassis's routes after the service's (route_order.py), probes still answered."""
+        kept_first = move_last(self.app.router, self._own_routes, UNOBSERVED_PATHS)
+        if kept_first is not None:
+            log.warning(
+                "a route of the service would answer a probe: the chassis's routes stay first, "
+                "and every request tests them before the service's",
+                reason=kept_first,
+            )
 
     def declare(self, downstream: Downstream) -> ResilientClient:
         """Declare a downstream (see downstreams.py) and return its resilient client."""
@@ -236,6 +249,7 @@ class Service:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        self._own_routes_last()
         lag_watch = asyncio.create_task(watch_event_loop_lag(self.metrics.event_loop_lag))
         started: list[Component] = []
         try:
