@@ -13,7 +13,6 @@ httpx, the broker client) go through a ``ProcessorFormatter`` with the same proc
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections.abc import Collection
 from typing import Any, Literal, TextIO
@@ -25,6 +24,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from .access_log import DirectAccessLog, install_direct_access_log
 from .baggage_fields import BaggageLogFields
+from .log_stream import log_stream
 
 # uvicorn's own access log is replaced by the service's, which knows the route template.
 _SILENCED = ("uvicorn.access",)
@@ -131,7 +131,7 @@ def configure_logging(
 ) -> None:
     """Route structlog and the standard library into one stream, JSON lines or console;
     ``baggage_keys`` are the baggage entries every line carries (BAGGAGE_ATTRIBUTES)."""
-    output = stream or sys.stdout
+    output = log_stream(stream)
     shared = shared_processors(service, baggage_keys)
     renderer: Processor
     if resolve_format(log_format, output) == "console":

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Match, Router
 
 def shadowing_route(routes: Iterable[BaseRoute], paths: Iterable[str]) -> str | None:
     """The first of ``routes`` that would answer a GET on one of ``paths``, described."""
-    for path in paths:
+    for path in sorted(paths):
         scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "headers": []}
         for route in routes:
             if route.matches(dict(scope))[0] is Match.FULL:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from .configuration import EX_CONFIG, ConfigurationError, from_validation
 from .connections import ConnectionLimits, GuardedHttpToolsProtocol
 from .health import HealthRegistry
+from .log_stream import flush_logs
 from .logs import configure_logging
 from .settings import ServiceSettings
 from .tracing import build_tracer_provider
@@ -58,7 +59,7 @@ class DrainingServer(uvicorn.Server):
             # nor for a lifespan shutdown that may be what is stuck.
             with contextlib.suppress(Exception):
                 log.warning("second stop signal: exiting without draining", signal=sig)
-                sys.stdout.flush()
+                flush_logs()
                 sys.stderr.flush()
             os._exit(128 + sig)
         self._drain_at = time.monotonic() + self._shutdown_delay
