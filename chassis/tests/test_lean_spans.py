@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -34,6 +35,7 @@ from opentelemetry.trace import (
 )
 
 from service_chassis.lean_spans import LeanSpan, lean_tracer
+from service_chassis.span_encoding import SpanEncoder
 
 text = st.text(max_size=12)
 scalars = st.one_of(
@@ -162,6 +164,12 @@ def test_a_lean_span_exports_what_the_sdk_span_exports(case: dict[str, Any]) -> 
         assert lean.dropped_links == sdk.dropped_links
         assert dict(lean.attributes or {}) == dict(sdk.attributes or {})
         assert lean.to_json() == sdk.to_json()
+    # The chassis's encoder reads a lean span's fields directly: the same bytes as for the
+    # SDK's span, and, when the limits dropped nothing, what the SDK's own encoder builds.
+    ours = SpanEncoder()
+    assert ours.encode(found) == ours.encode(expected)
+    if not any(s.dropped_attributes or s.dropped_events or s.dropped_links for s in expected):
+        assert ExportTraceServiceRequest.FromString(ours.encode(found)) == encode_spans(expected)
 
 
 def test_a_disabled_sdk_gives_its_no_op_tracer(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,7 +33,10 @@ _KIND = {kind: kind.value + 1 for kind in SpanKind}
 # SpanFlags: bit 8 says whether bit 9 (parent is remote) is known; it always is here.
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
+_FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE)
+_REMOTE_PARENT_FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 _CACHE_LIMIT = 4096
+_KIND_FIELD = {kind: b"\x30" + bytes([number]) for kind, number in _KIND.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,8 @@ class SpanEncoder:
     """
 
     def __init__(self) -> None:
-        self._attribute_cache: dict[tuple[str, type, Any], bytes] = {}
+        # The whole field (tag, length, key and value), by tag, key, type and value.
+        self._attribute_cache: dict[tuple[bytes, str, type, Any], bytes] = {}
         self._resource_cache: dict[int, tuple[Resource, bytes]] = {}
         self._scope_cache: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 
@@ -157,7 +161,7 @@ class SpanEncoder:
             parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
         if span.name:
             parts.append(_field(b"\x2a", span.name.encode()))
-        parts.append(b"\x30" + _varint(_KIND[span.kind]))
+        parts.append(_KIND_FIELD[span.kind])
         if span.start_time:
             parts.append(b"\x39" + _FIXED64(span.start_time))
         if span.end_time:
@@ -165,9 +169,12 @@ class SpanEncoder:
         attributes = _span_attributes(span)
         if attributes:
             parts.append(self._attributes(b"\x4a", attributes))
+        # The SDK's spans keep their events and links in lists the properties copy: read
+        # directly, they cost nothing when there are none (the usual case).
+        events, links = _events_and_links(span)
         if span.dropped_attributes:
             parts.append(b"\x50" + _varint(span.dropped_attributes))
-        for event in span.events:
+        for event in events:
             event_body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
             if event.name:
                 event_body += _field(b"\x12", event.name.encode())
@@ -178,7 +185,7 @@ class SpanEncoder:
             parts.append(_field(b"\x5a", event_body))
         if span.dropped_events:
             parts.append(b"\x60" + _varint(span.dropped_events))
-        for link in span.links:
+        for link in links:
             link_body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
             link_body += b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
             if link.attributes:
@@ -190,13 +197,16 @@ class SpanEncoder:
         if span.dropped_links:
             parts.append(b"\x70" + _varint(span.dropped_links))
         status = span.status
-        status_body = b""
-        if status.description:
-            status_body += _field(b"\x12", status.description.encode())
-        if status.status_code.value:
-            status_body += b"\x18" + _varint(status.status_code.value)
-        parts.append(_field(b"\x7a", status_body))
-        parts.append(b"\x85\x01" + _FIXED32(_flags(parent)))
+        if status.description or status.status_code.value:
+            status_body = b""
+            if status.description:
+                status_body += _field(b"\x12", status.description.encode())
+            if status.status_code.value:
+                status_body += b"\x18" + _varint(status.status_code.value)
+            parts.append(_field(b"\x7a", status_body))
+        else:
+            parts.append(b"\x7a\x00")  # an empty status, as the SDK's encoder writes it
+        parts.append(_REMOTE_PARENT_FLAGS if parent is not None and parent.is_remote else _FLAGS)
         return b"".join(parts)
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
@@ -204,18 +214,18 @@ class SpanEncoder:
         out = []
         for key, value in _items(attributes):
             try:
-                cache_key = (key, type(value), value)
+                cache_key = (tag, key, type(value), value)
                 encoded = cache.get(cache_key)
             except TypeError:  # unhashable (a list): encode every time
                 cache_key, encoded = None, None
             if encoded is None:
-                encoded = _key_value(key, value)
+                encoded = _field(tag, _key_value(key, value))
                 # Once full, the cache keeps what it has: the values that repeat (method,
                 # route, status) come first, and unique ones (message ids, paths) would only
                 # push them out.
                 if cache_key is not None and len(cache) < _CACHE_LIMIT:
                     cache[cache_key] = encoded
-            out.append(_field(tag, encoded))
+            out.append(encoded)
         return b"".join(out)
 
     def _resource(self, resource: Resource) -> bytes:
@@ -264,6 +274,14 @@ def _span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     # attributes themselves are what _items reads fastest.
     raw = getattr(span, "_attributes", None)
     return raw if isinstance(raw, BoundedAttributes) else (span.attributes or {})
+
+
+def _events_and_links(span: ReadableSpan) -> tuple[Sequence[Any], Sequence[Any]]:
+    events = getattr(span, "_events", None)
+    links = getattr(span, "_links", None)
+    if events is None or links is None:  # a ReadableSpan of another kind: its properties
+        return span.events, span.links
+    return events, links
 
 
 def _flags(parent: SpanContext | None) -> int:
