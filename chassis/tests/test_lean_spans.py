@@ -146,6 +146,7 @@ def run(case: dict[str, Any], lean: bool) -> tuple[list[ReadableSpan], list[Any]
             getattr(span, operation)(*arguments)
     span.end(end_time=2000)
     span.set_attribute("after.end", "ignored")  # refused by both
+    span.set_attributes({"after.end": "ignored"})
     return list(exporter.get_finished_spans()), [span.get_span_context(), span.is_recording()]
 
 

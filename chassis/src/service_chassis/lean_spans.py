@@ -128,10 +128,10 @@ class LeanSpan(SdkSpan):
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         with self._lock:
-            if self._end_time is not None:
-                super().set_attributes(attributes)  # the SDK's warning
+            if self._end_time is None:
+                self._lean_attributes.set_many(attributes)
                 return
-            self._lean_attributes.set_many(attributes)
+        super().set_attributes(attributes)  # ended: the SDK's warning (it takes the lock)
 
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None

@@ -146,26 +146,30 @@ class SpanEncoder:
         """One span's ``Span`` message, with what groups it in a request."""
         return EncodedSpan(span.resource, span.instrumentation_scope or None, self._span(span))
 
+    def plain_span(
+        self,
+        context: SpanContext,
+        parent: SpanContext | None,
+        name: str,
+        kind: SpanKind,
+        start_time: int,
+        end_time: int,
+        attributes: Mapping[str, Any],
+    ) -> bytes:
+        """The ``Span`` message of a span with no events or links, no status and nothing
+        dropped, from its fields (direct_spans.py): what ``_span`` writes for such a span."""
+        parts = _head(context, parent, name, kind, start_time, end_time)
+        if attributes:
+            parts.append(self._attributes(b"\x4a", attributes))
+        parts.append(b"\x7a\x00")  # an unset status
+        parts.append(_REMOTE_PARENT_FLAGS if parent is not None and parent.is_remote else _FLAGS)
+        return b"".join(parts)
+
     def _span(self, span: ReadableSpan) -> bytes:
         context = span.get_span_context()
         assert context is not None  # a recorded span always has one
-        parts = [
-            b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-            b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-        ]
-        if context.trace_state:
-            state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
-            parts.append(_field(b"\x1a", state.encode()))
         parent = span.parent
-        if parent is not None:
-            parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-        if span.name:
-            parts.append(_field(b"\x2a", span.name.encode()))
-        parts.append(_KIND_FIELD[span.kind])
-        if span.start_time:
-            parts.append(b"\x39" + _FIXED64(span.start_time))
-        if span.end_time:
-            parts.append(b"\x41" + _FIXED64(span.end_time))
+        parts = _head(context, parent, span.name, span.kind, span.start_time, span.end_time)
         attributes = _span_attributes(span)
         if attributes:
             parts.append(self._attributes(b"\x4a", attributes))
@@ -274,6 +278,34 @@ def _span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     # attributes themselves are what _items reads fastest.
     raw = getattr(span, "_attributes", None)
     return raw if isinstance(raw, BoundedAttributes) else (span.attributes or {})
+
+
+def _head(
+    context: SpanContext,
+    parent: SpanContext | None,
+    name: str,
+    kind: SpanKind,
+    start_time: int | None,
+    end_time: int | None,
+) -> list[bytes]:
+    """The fields before the attributes: ids, trace state, parent, name, kind and times."""
+    parts = [
+        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+    ]
+    if context.trace_state:
+        state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
+        parts.append(_field(b"\x1a", state.encode()))
+    if parent is not None:
+        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+    if name:
+        parts.append(_field(b"\x2a", name.encode()))
+    parts.append(_KIND_FIELD[kind])
+    if start_time:
+        parts.append(b"\x39" + _FIXED64(start_time))
+    if end_time:
+        parts.append(b"\x41" + _FIXED64(end_time))
+    return parts
 
 
 def _events_and_links(span: ReadableSpan) -> tuple[Sequence[Any], Sequence[Any]]:

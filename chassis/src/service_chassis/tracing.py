@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import (
 
 from ._version import __version__
 from .configuration import ConfigurationError
+from .direct_spans import direct_tracer
 from .lean_spans import lean_tracer
 from .settings import ServiceSettings
 from .span_encoding import EncodedSpan, SpanEncoder
@@ -107,8 +108,13 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
 
     def __init__(self, exporter: FastHttpSpanExporter) -> None:
         super().__init__(exporter)
+        self.encoder = exporter.encoder
         self._encode = exporter.encoder.encode_span
         self._said = False
+
+    def emit_encoded(self, encoded: EncodedSpan) -> None:
+        """Queue a span encoded elsewhere (direct_spans.py), as ``on_end`` queues its own."""
+        self._batch_processor.emit(encoded)  # type: ignore[arg-type]
 
     def on_end(self, span: ReadableSpan) -> None:
         if not (span.context and span.context.trace_flags.sampled):
@@ -200,8 +206,22 @@ def build_tracer_provider(settings: ServiceSettings) -> TracerProvider:
 
 
 def service_tracer(provider: TracerProvider) -> trace.Tracer:
-    # The server span is made on every request: the lean path (lean_spans.py).
-    return lean_tracer(provider, __name__.rpartition(".")[0], __version__)
+    """The tracer of the server span, made on every request: direct (direct_spans.py) while
+    the chassis's OTLP exporter is the provider's only processor, else lean (lean_spans.py)."""
+    name = __name__.rpartition(".")[0]
+    processors = getattr(provider, "_active_span_processor", None)
+    only: tuple[SpanProcessor, ...] = getattr(processors, "_span_processors", ())
+    processor = only[0] if len(only) == 1 else None
+    if isinstance(processor, EncodingBatchSpanProcessor):
+        return direct_tracer(
+            provider,
+            name,
+            __version__,
+            encoder=processor.encoder,
+            sink=processor.emit_encoded,
+            processor=processor,
+        )
+    return lean_tracer(provider, name, __version__)
 
 
 def fastapi_telemetry(
