@@ -4,8 +4,8 @@ Both variants use the chassis's transport, publisher and reliable consumer on th
 (``--broker nats|rabbitmq|kafka`` at ``BROKER_URL``, else its local default) in one run; they
 differ only in telemetry. "On" is what the service runs: the chassis's messaging spans (sampled
 at 100 %, exported over OTLP/HTTP in batches to a receiver process, with the service's
-exporter), its messaging metrics with exemplars, FastStream's Prometheus metrics and W3C
-context and baggage in the message headers. Each round publishes ``--messages`` events,
+exporter), its messaging metrics with exemplars and W3C context and baggage in the message
+headers. Each round publishes ``--messages`` events,
 ``--concurrency`` publishes in flight, each awaiting the broker's confirmation, while the
 consumer handles them. It reports the publish rate (events until the last confirmation) and
 the consume rate (events until the last one was handled, from the first publish). Rounds
@@ -85,7 +85,7 @@ async def one_round(
     )
     provider.add_span_processor(BatchSpanProcessor(exporter))
     registry = CollectorRegistry()
-    telemetry = _module(".transport").Telemetry(provider, registry, "bench") if traced else None
+    telemetry = _module(".transport").Telemetry(provider, registry) if traced else None
 
     producer = broker.build_transport(settings, telemetry)
     publisher = _module(".publisher").EventPublisher(producer, settings)

@@ -30,11 +30,10 @@ Consume = Callable[[StreamMessage[Any]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Telemetry:
-    """Where the transport's spans and metrics (and FastStream's Prometheus middleware) go."""
+    """Where the transport's spans and metrics go."""
 
     tracer_provider: TracerProvider
     registry: CollectorRegistry
-    app_name: str
 
     def for_transport(
         self, system: str, *, consumer_group: str | None = None, subscription: str | None = None
