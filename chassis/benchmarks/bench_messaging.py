@@ -72,13 +72,15 @@ async def one_round(
 ) -> Rates:
     """Publish ``messages`` with no consumer running, then consume them: two clean phases."""
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
     from prometheus_client import CollectorRegistry
 
     _module_of("service_chassis.propagation").install_propagators()  # as Service does
     broker, events = _module(f".{BROKER}"), _module(".events")
     settings = _settings(f"bench-{uuid.uuid4().hex[:8]}", concurrency)
-    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sampler_ratio)))
+    # A service samples parentbased_always_on unless OTEL_TRACES_SAMPLER says otherwise.
+    root = ALWAYS_ON if sampler_ratio >= 1 else TraceIdRatioBased(sampler_ratio)
+    provider = TracerProvider(sampler=ParentBased(root))
     # The exporter and processor a service runs (tracing.py): OTLP/HTTP with the chassis's
     # span encoder, each span queued already encoded.
     tracing = _module_of("service_chassis.tracing")
