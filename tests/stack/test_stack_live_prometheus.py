@@ -270,7 +270,7 @@ class Traffic:
             await poison_and_duplicate()
             await asyncio.sleep(2)
             # Without its stream a dead letter cannot be published: the consumers' publish
-            # fails and the message is nacked (publish and processing exceptions).
+            # fails and the message is nacked (publish and processing failures).
             await jetstream.delete_stream(dead_letter_stream)
             await poison_and_duplicate()
             await asyncio.sleep(3)
@@ -559,10 +559,10 @@ HAPPENED = {
     "breaker half-opening": 'circuit_breaker_transitions_total{to_state="half_open"}',
     "breaker refusal": "circuit_breaker_rejections_total",
     "bulkhead refusal": "bulkhead_rejections_total",
-    "publish": 'faststream_published_messages_total{status="success"}',
-    "publish exception": "faststream_published_messages_exceptions_total",
-    "processed message": 'faststream_received_processed_messages_total{status="acked"}',
-    "processing exception": "faststream_received_processed_messages_exceptions_total",
+    "publish": 'messaging_client_sent_messages_total{error_type=""}',
+    "publish failure": 'messaging_client_sent_messages_total{error_type!=""}',
+    "processed message": 'messaging_process_duration_seconds_count{error_type=""}',
+    "processing failure": 'messaging_process_duration_seconds_count{error_type!=""}',
     "invalid message dead-lettered": 'messaging_dead_letters_total{reason="invalid"}',
     "exhausted message dead-lettered": 'messaging_dead_letters_total{reason="exhausted"}',
     "duplicate skipped": "messaging_duplicates_total",

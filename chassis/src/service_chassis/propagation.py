@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -181,8 +181,13 @@ def parse_tracestate(headers: list[str]) -> trace.TraceState:
     return trace.TraceState(list(pairs.items())[:MAX_TRACESTATE_MEMBERS])
 
 
+# The global textmap install_propagators made, and its propagators in order.
+_installed: tuple[TextMapPropagator, list[TextMapPropagator]] | None = None
+
+
 def install_propagators() -> None:
     """Make these the process's propagators, unless OTEL_PROPAGATORS names others."""
+    global _installed
     configured = os.environ.get("OTEL_PROPAGATORS", "tracecontext,baggage")
     names = [name.strip().lower() for name in configured.split(",") if name.strip()]
     known: Mapping[str, Any] = {
@@ -191,4 +196,82 @@ def install_propagators() -> None:
     }
     if not names or any(name not in known for name in names):
         return  # the SDK's own choice from OTEL_PROPAGATORS stands
-    propagate.set_global_textmap(CompositePropagator([known[name]() for name in names]))
+    propagators = [known[name]() for name in names]
+    textmap = CompositePropagator(propagators)
+    propagate.set_global_textmap(textmap)
+    _installed = (textmap, propagators)
+
+
+# --- The same headers without the generic path, for a span per message -----------------
+
+# A traceparent as this module writes it: anything else takes the propagator's own path.
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE_ID, _ZERO_SPAN_ID = "0" * 32, "0" * 16
+
+
+def _direct() -> list[TextMapPropagator] | None:
+    """The propagators in use, when they are still those install_propagators made."""
+    installed = _installed
+    if installed is None or propagate.get_global_textmap() is not installed[0]:
+        return None
+    return installed[1]
+
+
+def inject(carrier: MutableMapping[str, str], context: Context) -> None:
+    """Exactly what ``propagate.inject(carrier, context)`` writes; with this module's
+    propagators, ``traceparent`` is formatted directly (the composite, the setter and the
+    span lookups cost more than the header)."""
+    propagators = _direct()
+    if propagators is None:
+        propagate.inject(carrier, context)
+        return
+    for propagator in propagators:
+        if type(propagator) is not W3CTraceContextPropagator:
+            propagator.inject(carrier, context)
+            continue
+        span_context = trace.get_current_span(context).get_span_context()
+        if span_context == trace.INVALID_SPAN_CONTEXT:
+            continue
+        carrier["traceparent"] = (
+            f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}"
+            f"-{span_context.trace_flags:02x}"
+        )
+        if span_context.trace_state:
+            carrier["tracestate"] = span_context.trace_state.to_header()
+
+
+def extract(carrier: CarrierT, getter: Getter[CarrierT]) -> Context:
+    """Exactly what ``propagate.extract(carrier, Context(), getter=getter)`` returns; with
+    this module's propagators, a well-formed ``traceparent`` without ``tracestate`` is parsed
+    directly, anything else by the propagator."""
+    propagators = _direct()
+    if propagators is None:
+        return propagate.extract(carrier, Context(), getter=getter)
+    context = Context()
+    for propagator in propagators:
+        if type(propagator) is W3CTraceContextPropagator:
+            context = _traceparent(propagator, carrier, context, getter)
+        else:
+            context = propagator.extract(carrier, context, getter)
+    return context
+
+
+def _traceparent(
+    propagator: TextMapPropagator, carrier: CarrierT, context: Context, getter: Getter[CarrierT]
+) -> Context:
+    header = getter.get(carrier, "traceparent")
+    if not header:
+        return context
+    match = _TRACEPARENT.fullmatch(header[0])
+    if match is None or getter.get(carrier, "tracestate") is not None:
+        return propagator.extract(carrier, context, getter)
+    trace_id, span_id, flags = match.groups()
+    if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+        return context
+    remote = trace.SpanContext(
+        int(trace_id, 16),
+        int(span_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(flags, 16)),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(remote), context)

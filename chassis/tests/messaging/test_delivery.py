@@ -53,8 +53,9 @@ async def test_published_event_is_consumed_once(
         metrics = await service.client.get("/metrics")
     assert [str(event.id) for event in handled] == [response.json()["id"]]
     assert handled[0].data == {"a": 1}
-    assert "faststream_received_processed_messages_total" in metrics.text
-    assert "faststream_published_messages_total" in metrics.text
+    assert "messaging_client_sent_messages_total{" in metrics.text
+    assert "messaging_process_duration_seconds_count{" in metrics.text
+    assert "faststream_" not in metrics.text
 
 
 async def test_handler_that_fails_twice_then_succeeds_is_processed_once(

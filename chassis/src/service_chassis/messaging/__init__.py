@@ -108,7 +108,7 @@ def build_messaging(
     module: _BrokerModule = importlib.import_module(f"{__name__}.{broker}")
     transport = module.build_transport(
         settings,
-        Telemetry(tracer_provider=tracer_provider, registry=registry, app_name=service_name),
+        Telemetry(tracer_provider=tracer_provider, registry=registry),
     )
     component = BrokerComponent(transport, settings, health)
     health.add(

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from faststream.kafka import KafkaBroker
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 
@@ -33,12 +32,6 @@ from .transport import (
 )
 
 DEFAULT_URL = "127.0.0.1:9092"
-
-
-def middlewares(telemetry: Telemetry | None) -> Sequence[Any]:
-    if telemetry is None:
-        return ()
-    return (KafkaPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.app_name),)
 
 
 class KafkaTransport(BrokerLifecycle):
@@ -59,7 +52,6 @@ class KafkaTransport(BrokerLifecycle):
             # send cannot write it twice.
             acks="all",
             enable_idempotence=True,
-            middlewares=middlewares(telemetry),
             graceful_timeout=settings.drain_seconds,
             logger=broker_logger("kafka"),
             # FastStream's per-message "Received"/"Processed" lines only at DEBUG.

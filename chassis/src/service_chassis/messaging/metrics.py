@@ -1,6 +1,6 @@
-"""The messaging metrics of the service's own: dead letters and skipped duplicates.
+"""The messaging metrics of the service's own: dead letters, skipped duplicates, waits.
 
-FastStream's Prometheus middleware adds the ``faststream_*`` publish/consume metrics to the
+The publish and consume metrics of OpenTelemetry's conventions are telemetry.py's, on the
 same registry. Labels are destinations (a handful per service), never message ids.
 """
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
-from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -49,12 +48,6 @@ def stream_name(subject: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", subject).upper()
 
 
-def middlewares(telemetry: Telemetry | None) -> Sequence[Any]:
-    if telemetry is None:
-        return ()
-    return (NatsPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.app_name),)
-
-
 class NatsTransport(BrokerLifecycle):
     broker: NatsBroker
     system = "nats"
@@ -78,7 +71,6 @@ class NatsTransport(BrokerLifecycle):
         }
         self.broker = NatsBroker(
             self.url,
-            middlewares=middlewares(telemetry),
             graceful_timeout=settings.drain_seconds,
             # Reconnect for ever: an outage of any length ends when the server is back.
             max_reconnect_attempts=-1,

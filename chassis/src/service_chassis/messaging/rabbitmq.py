@@ -14,14 +14,13 @@ the broker before ``POST /events`` answers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
-from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas import Channel
 
 from .settings import MessagingSettings
@@ -46,12 +45,6 @@ DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 
 
-def middlewares(telemetry: Telemetry | None) -> Sequence[Any]:
-    if telemetry is None:
-        return ()
-    return (RabbitPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.app_name),)
-
-
 class RabbitTransport(BrokerLifecycle):
     broker: RabbitBroker
     system = "rabbitmq"
@@ -74,7 +67,6 @@ class RabbitTransport(BrokerLifecycle):
         )
         self.broker = RabbitBroker(
             self.url,
-            middlewares=middlewares(telemetry),
             graceful_timeout=settings.drain_seconds,
             reconnect_interval=settings.reconnect_seconds,
             timeout=settings.publish_timeout_seconds,

@@ -21,18 +21,21 @@ costs about 100 us per message even when the trace is not sampled.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, SpanKind, StatusCode, TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from .._version import __version__
 from ..lean_spans import lean_tracer
-from ..metrics import DURATION_BUCKETS, current_exemplar
+from ..metrics import DURATION_BUCKETS
+from ..propagation import extract, inject
 
 # messaging.operation.name of a send, per system (semconv's NATS has no page: "publish").
 SEND_OPERATION = {"nats": "publish", "rabbitmq": "publish", "kafka": "send"}
@@ -109,12 +112,68 @@ def instruments_for(registry: CollectorRegistry) -> MessagingInstruments:
     return found[1]
 
 
-Send = Callable[[MutableMapping[str, str]], Awaitable[None]]
-Process = Callable[[], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What every message to or from one destination shares, worked out once: the span's
+    name and attributes (but the message id), the label children of a success, and those of
+    a failure by error type."""
+
+    span_name: str
+    attributes: dict[str, str]
+    count: Any
+    duration: Any
+    failed: Callable[[str], tuple[Any, Any]]
+
+
+class Operation:
+    """One send or one processing, from ``with`` to its end: its span is current meanwhile.
+    On the way out it counts the message, records its duration with the trace as exemplar,
+    marks the span with the error's class if one was raised (and lets it propagate), and
+    ends the span."""
+
+    __slots__ = ("_route", "_span", "_started", "_token")
+
+    def __init__(self, route: _Route, span: trace.Span, context: otel_context.Context) -> None:
+        self._route = route
+        self._span = span
+        self._token = otel_context.attach(context)
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        elapsed = time.perf_counter() - self._started
+        span = self._span
+        try:
+            if error is None:
+                count, duration = self._route.count, self._route.duration
+            else:
+                # The class only: an exception's message may carry data that must not be
+                # exported.
+                error_type = type(error).__qualname__
+                count, duration = self._route.failed(error_type)
+                span.set_attribute("error.type", error_type)
+                span.set_status(StatusCode.ERROR)
+            count.inc()
+            context = span.get_span_context()
+            exemplar = None
+            if context.is_valid and context.trace_flags.sampled:
+                exemplar = {"trace_id": format(context.trace_id, "032x")}
+            duration.observe(elapsed, exemplar=exemplar)
+            span.end()
+        finally:
+            otel_context.detach(self._token)
 
 
 class MessagingTelemetry:
-    """One transport's spans and metrics: ``send`` wraps a publish, ``process`` a delivery."""
+    """One transport's spans and metrics: ``with sending(...)`` around a publish, ``with
+    processing(...)`` around handling a delivery."""
 
     def __init__(
         self,
@@ -140,7 +199,9 @@ class MessagingTelemetry:
             self._consumer_attributes["messaging.consumer.group.name"] = consumer_group
         if subscription:
             self._consumer_attributes["messaging.destination.subscription.name"] = subscription
-        # Label lookups validate and lock; the few combinations are cached.
+        # Label lookups validate and lock: routes and the few failure labels are cached.
+        self._sending: dict[str, _Route] = {}
+        self._processing: dict[str, _Route] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
@@ -150,95 +211,77 @@ class MessagingTelemetry:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    async def send(
-        self,
-        send: Send,
-        *,
-        destination: str,
-        message_id: str,
-        headers: MutableMapping[str, str],
-    ) -> None:
-        """Send inside a PRODUCER span whose context (and the baggage) goes in ``headers``."""
+    def sending(
+        self, destination: str, message_id: str, headers: MutableMapping[str, str]
+    ) -> Operation:
+        """A PRODUCER span for one send, its context (and the baggage) put in ``headers``."""
+        route = self._sending.get(destination) or self._sending_to(destination)
         span = self._tracer.start_span(
-            f"{self._send_operation} {destination}",
+            route.span_name,
             kind=SpanKind.PRODUCER,
+            attributes={**route.attributes, "messaging.message.id": message_id},
+        )
+        context = trace.set_span_in_context(span)
+        inject(headers, context)
+        return Operation(route, span, context)
+
+    def processing(
+        self, destination: str, message_id: str, headers: Mapping[str, Any]
+    ) -> Operation:
+        """A CONSUMER span for processing one delivery, child of the message's context and
+        linked to it, with the message's baggage."""
+        route = self._processing.get(destination) or self._processing_from(destination)
+        extracted = extract(headers, HEADERS)
+        sender = trace.get_current_span(extracted).get_span_context()
+        links: Sequence[Link] = (Link(sender),) if sender.is_valid else ()
+        span = self._tracer.start_span(
+            route.span_name,
+            extracted,
+            SpanKind.CONSUMER,
+            {**route.attributes, "messaging.message.id": message_id},
+            links,
+        )
+        return Operation(route, span, trace.set_span_in_context(span, extracted))
+
+    def _sending_to(self, destination: str) -> _Route:
+        instruments, operation = self._instruments, self._send_operation
+
+        def failed(error_type: str) -> tuple[Any, Any]:
+            labels = (self.system, operation, destination, error_type)
+            return (
+                self._child(instruments.sent, *labels),
+                self._child(instruments.send_duration, *labels),
+            )
+
+        count, duration = failed("")
+        route = self._sending[destination] = _Route(
+            span_name=f"{operation} {destination}",
             attributes={
                 "messaging.system": self.system,
                 "messaging.operation.type": "send",
-                "messaging.operation.name": self._send_operation,
+                "messaging.operation.name": operation,
                 "messaging.destination.name": destination,
-                "messaging.message.id": message_id,
             },
+            count=count,
+            duration=duration,
+            failed=failed,
         )
-        context = trace.set_span_in_context(span)
-        propagate.inject(headers, context)
-        token = otel_context.attach(context)
-        error_type = ""
-        started = time.perf_counter()
-        try:
-            await send(headers)
-        except BaseException as error:
-            error_type = type(error).__qualname__
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            labels = (self.system, self._send_operation, destination, error_type)
-            self._child(self._instruments.sent, *labels).inc()
-            self._child(self._instruments.send_duration, *labels).observe(
-                elapsed, exemplar=current_exemplar()
-            )
-            _end(span, error_type)
-            otel_context.detach(token)
+        return route
 
-    async def process(
-        self,
-        process: Process,
-        *,
-        destination: str,
-        message_id: str,
-        headers: Mapping[str, Any],
-    ) -> None:
-        """Process inside a CONSUMER span, child of the message's context and linked to it."""
-        extracted = propagate.extract(headers, otel_context.Context(), getter=HEADERS)
-        sender = trace.get_current_span(extracted).get_span_context()
-        links: Sequence[Link] = (Link(sender),) if sender.is_valid else ()
-        attributes = {
-            **self._consumer_attributes,
-            "messaging.destination.name": destination,
-            "messaging.message.id": message_id,
-        }
-        span = self._tracer.start_span(
-            f"{PROCESS_OPERATION} {destination}",
-            extracted,
-            SpanKind.CONSUMER,
-            attributes,
-            links,
+    def _processing_from(self, destination: str) -> _Route:
+        instruments = self._instruments
+        labels = (self.system, PROCESS_OPERATION, destination, self._group)
+        # Consumed counts deliveries, whatever became of them: no error type.
+        consumed = self._child(instruments.consumed, *labels, "")
+
+        def failed(error_type: str) -> tuple[Any, Any]:
+            return consumed, self._child(instruments.process_duration, *labels, error_type)
+
+        route = self._processing[destination] = _Route(
+            span_name=f"{PROCESS_OPERATION} {destination}",
+            attributes={**self._consumer_attributes, "messaging.destination.name": destination},
+            count=consumed,
+            duration=failed("")[1],
+            failed=failed,
         )
-        token = otel_context.attach(trace.set_span_in_context(span, extracted))
-        error_type = ""
-        started = time.perf_counter()
-        try:
-            await process()
-        except BaseException as error:
-            error_type = type(error).__qualname__
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            instruments = self._instruments
-            self._child(
-                instruments.consumed, self.system, PROCESS_OPERATION, destination, self._group, ""
-            ).inc()
-            labels = (self.system, PROCESS_OPERATION, destination, self._group, error_type)
-            self._child(instruments.process_duration, *labels).observe(
-                elapsed, exemplar=current_exemplar()
-            )
-            _end(span, error_type)
-            otel_context.detach(token)
-
-
-def _end(span: trace.Span, error_type: str) -> None:
-    if error_type:
-        # The class only: an exception's message may carry data that must not be exported.
-        span.set_attribute("error.type", error_type)
-        span.set_status(StatusCode.ERROR)
-    span.end()
+        return route

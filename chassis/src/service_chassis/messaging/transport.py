@@ -30,11 +30,10 @@ Consume = Callable[[StreamMessage[Any]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Telemetry:
-    """Where the transport's spans and metrics (and FastStream's Prometheus middleware) go."""
+    """Where the transport's spans and metrics go."""
 
     tracer_provider: TracerProvider
     registry: CollectorRegistry
-    app_name: str
 
     def for_transport(
         self, system: str, *, consumer_group: str | None = None, subscription: str | None = None
@@ -114,16 +113,12 @@ class BrokerLifecycle:
     async def publish(
         self, body: bytes, *, destination: str, message_id: str, headers: Mapping[str, str]
     ) -> None:
+        carrier = dict(headers)
         if self.telemetry is None:
-            await self._send(body, destination, message_id, dict(headers))
+            await self._send(body, destination, message_id, carrier)
             return
-
-        async def send(with_context: Mapping[str, str]) -> None:
-            await self._send(body, destination, message_id, with_context)
-
-        await self.telemetry.send(
-            send, destination=destination, message_id=message_id, headers=dict(headers)
-        )
+        with self.telemetry.sending(destination, message_id, carrier):
+            await self._send(body, destination, message_id, carrier)
 
     async def _send(
         self, body: bytes, destination: str, message_id: str, headers: Mapping[str, str]
@@ -173,12 +168,8 @@ def subscriber_function(
         return consume_message
 
     async def consume_traced_message(message: StreamMessage[Any]) -> None:
-        await telemetry.process(
-            lambda: consume(message),
-            destination=destination,
-            message_id=message_id(message),
-            headers=message.headers,
-        )
+        with telemetry.processing(destination, message_id(message), message.headers):
+            await consume(message)
 
     return consume_traced_message
 
