@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
+    Link,
     NonRecordingSpan,
     SpanContext,
     TraceFlags,
@@ -57,7 +58,8 @@ def run(case: dict[str, Any], direct: bool) -> tuple[list[bytes], list[Any]]:
         state = TraceState([("vendor", "x")]) if with_state else TraceState()
         parent = SpanContext(trace_id, span_id, remote, TraceFlags(int(sampled)), state)
         context = set_span_in_context(NonRecordingSpan(parent))
-    span = tracer.start_span(case["name"], context, case["kind"], case["attributes"], [], 1000)
+    links = [Link(SpanContext(t, s, True, TraceFlags(1)), a) for t, s, a in case["links"]]
+    span = tracer.start_span(case["name"], context, case["kind"], case["attributes"], links, 1000)
     for operation, *arguments in case["operations"]:
         if operation == "add_event":
             span.add_event(arguments[0], arguments[1], timestamp=1500)
@@ -88,7 +90,13 @@ def test_a_direct_span_exports_what_the_sdk_span_exports(case: dict[str, Any]) -
     found, (found_context, found_recording, kind) = run(case, direct=True)
     assert found == expected
     assert (found_context, found_recording) == (context, recording)
-    assert kind in {"DirectSpan", "NonRecordingSpan"}
+    # Lean from the start only for links the direct path does not write.
+    direct_links = all(not attributes for _, _, attributes in case["links"]) and (
+        case["limits"].max_links is None or len(case["links"]) <= case["limits"].max_links
+    )
+    assert kind in (
+        {"DirectSpan", "NonRecordingSpan"} if direct_links else {"LeanSpan", "NonRecordingSpan"}
+    )
 
 
 def test_the_usual_server_span_stays_direct_and_skips_the_processors() -> None:

@@ -1,18 +1,20 @@
-"""The HTTP server span, recorded as plain fields and encoded once, when it ends.
+"""The chassis's own spans (HTTP server, messaging send and process), recorded as plain
+fields and encoded once, when they end.
 
 A lean span (lean_spans.py) is still an SDK span: locks, a bounded attribute mapping, the
-processors called at its start and end, then encoding. For the span the chassis makes on
-every request, in the usual case (a few scalar attributes, the chassis's OTLP exporter the
-only processor), all that is needed is the ids, the name, two timestamps and the attributes,
-written as OTLP bytes at the end: a third of the cost.
+processors called at its start and end, then encoding. For the spans the chassis makes on
+every request and message, in the usual case (a few scalar attributes, the chassis's OTLP
+exporter the only processor), all that is needed is the ids, the name, two timestamps, the
+attributes and links, written as OTLP bytes at the end: a third of the cost.
 
 ``DirectTracer`` makes such spans when it can and lean spans otherwise (another processor on
-the provider, SDK-internal metrics, links). A ``DirectSpan`` records ``set_attribute(s)`` and
-``update_name`` itself; anything else (an event, a link, a status, an exception, an attribute
-value that is not a scalar, one attribute more than the limit allows) first turns it into a
-lean span with everything it recorded so far, and from then on the lean span, the SDK's code,
-does the work. tests/test_direct_spans.py proves that, for arbitrary operations, limits,
-parents and samplers, the bytes exported are those of the SDK's own span.
+the provider, SDK-internal metrics, links with attributes or more links than the limit). A
+``DirectSpan`` records ``set_attribute(s)`` and ``update_name`` itself; anything else (an
+event, a link, a status, an exception, an attribute value that is not a scalar, one attribute
+more than the limit allows) first turns it into a lean span with everything it recorded so
+far, and from then on the lean span, the SDK's code, does the work.
+tests/test_direct_spans.py proves that, for arbitrary operations, limits, parents, links and
+samplers, the bytes exported are those of the SDK's own span.
 """
 
 from __future__ import annotations
@@ -60,8 +62,10 @@ class DirectSpan(trace_api.Span):
         set_status_on_exception: bool,
         record_end_metrics: Callable[[], None],
         start_time: int | None,
+        links: Sequence[trace_api.Link],
     ) -> None:
         self._tracer = tracer
+        self._links = links
         self._name = name
         self._context = context
         self._parent = parent
@@ -133,6 +137,7 @@ class DirectSpan(trace_api.Span):
                 self._start_time,
                 self._end_time,
                 self._attributes,
+                self._links,
             )
             tracer.sink(EncodedSpan(tracer.resource, tracer.scope, data))
 
@@ -183,7 +188,7 @@ class DirectSpan(trace_api.Span):
             self._attributes,
             tracer.span_processor,
             self._kind,
-            (),
+            self._links,
             tracer.instrumentation_info,
             self._record_exception,
             self._set_status_on_exception,
@@ -215,14 +220,18 @@ class DirectTracer(trace_api.Tracer):
         limits = lean._span_limits
         self.max_attributes = limits.max_span_attributes
         self.max_attribute_length = limits.max_span_attribute_length
+        self.max_links = limits.max_links
         self._processors = provider._active_span_processor
         # None in tests, which check the spans' bytes whatever the provider's processors.
         self._expected = expected_processors
 
-    def _direct(self, links: Sequence[trace_api.Link] | None) -> bool:
-        return not links and (
-            self._expected is None or self._processors._span_processors is self._expected
-        )
+    def _direct(self, links: Sequence[trace_api.Link]) -> bool:
+        if links and (
+            (self.max_links is not None and len(links) > self.max_links)
+            or any(link.attributes for link in links)
+        ):
+            return False
+        return self._expected is None or self._processors._span_processors is self._expected
 
     def start_span(
         self,
@@ -236,6 +245,7 @@ class DirectTracer(trace_api.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace_api.Span:
         lean = self.lean
+        links = links or ()
         if not self._direct(links) or not lean._is_enabled():
             return lean.start_span(
                 name,
@@ -256,7 +266,7 @@ class DirectTracer(trace_api.Tracer):
         else:
             trace_id = current.trace_id
             random_trace_id = current.trace_flags.random_trace_id
-        result = lean.sampler.should_sample(context, trace_id, name, kind, attributes, ())
+        result = lean.sampler.should_sample(context, trace_id, name, kind, attributes, links)
         decision: Any = result.decision  # the SDK's Decision methods are untyped
         flags = trace_api.TraceFlags.SAMPLED if decision.is_sampled() else 0
         if random_trace_id:
@@ -282,6 +292,7 @@ class DirectTracer(trace_api.Tracer):
             set_status_on_exception,
             record_end_metrics,
             start_time,
+            links,
         )
         if result.attributes:
             span.set_attributes(result.attributes)

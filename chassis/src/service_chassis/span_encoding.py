@@ -155,12 +155,19 @@ class SpanEncoder:
         start_time: int,
         end_time: int,
         attributes: Mapping[str, Any],
+        links: Sequence[Any] = (),
     ) -> bytes:
-        """The ``Span`` message of a span with no events or links, no status and nothing
-        dropped, from its fields (direct_spans.py): what ``_span`` writes for such a span."""
+        """The ``Span`` message of a span with no events, links without attributes, no
+        status and nothing dropped, from its fields (direct_spans.py): what ``_span`` writes
+        for such a span."""
         parts = _head(context, parent, name, kind, start_time, end_time)
         if attributes:
             parts.append(self._attributes(b"\x4a", attributes))
+        for link in links:
+            linked = link.context
+            body = b"\x0a\x10" + linked.trace_id.to_bytes(16, "big")
+            body += b"\x12\x08" + linked.span_id.to_bytes(8, "big")
+            parts.append(_field(b"\x6a", body + b"\x35" + _FIXED32(_flags(linked))))
         parts.append(b"\x7a\x00")  # an unset status
         parts.append(_REMOTE_PARENT_FLAGS if parent is not None and parent.is_remote else _FLAGS)
         return b"".join(parts)

@@ -205,10 +205,10 @@ def build_tracer_provider(settings: ServiceSettings) -> TracerProvider:
     return provider
 
 
-def service_tracer(provider: TracerProvider) -> trace.Tracer:
-    """The tracer of the server span, made on every request: direct (direct_spans.py) while
-    the chassis's OTLP exporter is the provider's only processor, else lean (lean_spans.py)."""
-    name = __name__.rpartition(".")[0]
+def chassis_tracer(provider: trace.TracerProvider, name: str) -> trace.Tracer:
+    """The tracer of the spans the chassis makes on every request and message: direct
+    (direct_spans.py) while the chassis's OTLP exporter is the provider's only processor,
+    else lean (lean_spans.py)."""
     processors = getattr(provider, "_active_span_processor", None)
     only: tuple[SpanProcessor, ...] = getattr(processors, "_span_processors", ())
     processor = only[0] if len(only) == 1 else None
@@ -222,6 +222,11 @@ def service_tracer(provider: TracerProvider) -> trace.Tracer:
             processor=processor,
         )
     return lean_tracer(provider, name, __version__)
+
+
+def service_tracer(provider: trace.TracerProvider) -> trace.Tracer:
+    """The tracer of the HTTP server span."""
+    return chassis_tracer(provider, __name__.rpartition(".")[0])
 
 
 def fastapi_telemetry(

@@ -32,10 +32,9 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, SpanKind, StatusCode, TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from .._version import __version__
-from ..lean_spans import lean_tracer
 from ..metrics import DURATION_BUCKETS
 from ..propagation import extract, inject
+from ..tracing import chassis_tracer
 
 # messaging.operation.name of a send, per system (semconv's NATS has no page: "publish").
 SEND_OPERATION = {"nats": "publish", "rabbitmq": "publish", "kafka": "send"}
@@ -186,7 +185,7 @@ class MessagingTelemetry:
     ) -> None:
         self.system = system
         # One span per message on each side: the lean path (lean_spans.py).
-        self._tracer = lean_tracer(tracer_provider, "service_chassis.messaging", __version__)
+        self._tracer = chassis_tracer(tracer_provider, "service_chassis.messaging")
         self._instruments = instruments_for(registry)
         self._send_operation = SEND_OPERATION.get(system, "send")
         self._group = consumer_group or ""
