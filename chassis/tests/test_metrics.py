@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 import platform
+from unittest import mock
 
 import httpx
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.openmetrics import exposition as openmetrics
 
 import service_chassis
+from service_chassis.metrics import DURATION_BUCKETS, observe
 from tests.sample import OWNER, __version__
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -60,3 +66,44 @@ async def test_each_app_has_its_own_registry(app: FastAPI, client: httpx.AsyncCl
 
     await client.get("/items/1")
     assert REGISTRY.get_sample_value("http_server_request_duration_seconds_count") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["GET", "POST"]),
+            st.floats(allow_nan=True, allow_infinity=True, width=64),
+            st.none() | st.text(alphabet="0123456789abcdef", min_size=32, max_size=32),
+        ),
+        max_size=30,
+    )
+)
+def test_the_lean_observation_exposes_what_prometheus_client_does(
+    observations: list[tuple[str, float, str | None]],
+) -> None:
+    """For arbitrary amounts (NaN and infinities too) and exemplars, the same OpenMetrics
+    text, exemplars and all, as prometheus_client's own observe."""
+    exposed = []
+    for lean in (False, True):
+        registry = CollectorRegistry()
+        # One clock for the created and exemplar timestamps of both sides.
+        with mock.patch("time.time", return_value=1.5):
+            histogram = Histogram(
+                "d", "d", ("method",), buckets=DURATION_BUCKETS, registry=registry
+            )
+            observe_all(histogram, observations, lean=lean)
+        exposed.append(openmetrics.generate_latest(registry))  # type: ignore[no-untyped-call]
+    assert exposed[0] == exposed[1]
+
+
+def observe_all(
+    histogram: Histogram, observations: list[tuple[str, float, str | None]], *, lean: bool
+) -> None:
+    for method, amount, trace_id in observations:
+        exemplar = None if trace_id is None else {"trace_id": trace_id}
+        child = histogram.labels(method)
+        if lean:
+            observe(child, amount, exemplar)
+        else:
+            child.observe(amount, exemplar=exemplar)

@@ -42,13 +42,6 @@ _SCALARS = (str, bool, int, float)
 Sink = Callable[[EncodedSpan], None]
 
 
-def _scalars(attributes: Mapping[str, Any]) -> bool:
-    for key, value in attributes.items():
-        if type(value) not in _SCALARS or type(key) is not str or not key:
-            return False
-    return True
-
-
 class DirectSpan(trace_api.Span):
     def __init__(
         self,
@@ -100,10 +93,16 @@ class DirectSpan(trace_api.Span):
             _sdk_log.warning("Setting attribute on ended span.")
             return
         recorded = self._attributes
+        growth = 0
+        for key, value in attributes.items():
+            if type(value) not in _SCALARS or type(key) is not str or not key:
+                self._become_lean().set_attributes(attributes)  # the SDK's cleaning
+                return
+            if key not in recorded:
+                growth += 1
         limit = self._tracer.max_attributes
-        growth = sum(1 for key in attributes if key not in recorded)
-        if not _scalars(attributes) or (limit is not None and len(recorded) + growth > limit):
-            self._become_lean().set_attributes(attributes)
+        if limit is not None and len(recorded) + growth > limit:
+            self._become_lean().set_attributes(attributes)  # the SDK drops the oldest
             return
         length = self._tracer.max_attribute_length
         for key, value in attributes.items():

@@ -21,7 +21,7 @@ from prometheus_client import Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .access_log import access_logger
-from .metrics import current_exemplar
+from .metrics import current_exemplar, observe
 from .problems import send_internal_error
 from .resilience.deadline import current_deadline, enter_request_deadline
 
@@ -195,7 +195,7 @@ class ObserveRequests:
             elapsed = time.perf_counter() - started
             active.dec()
             route = route_template(scope)
-            self._histogram(method, route, status).observe(elapsed, exemplar=current_exemplar())
+            observe(self._histogram(method, route, status), elapsed, current_exemplar())
             if self._log_requests:
                 self._access_log.info(
                     "request",

@@ -32,7 +32,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, SpanKind, StatusCode, TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ..metrics import DURATION_BUCKETS
+from ..metrics import DURATION_BUCKETS, observe, span_exemplar
 from ..propagation import extract, inject
 from ..tracing import chassis_tracer
 
@@ -160,11 +160,7 @@ class Operation:
                 span.set_attribute("error.type", error_type)
                 span.set_status(StatusCode.ERROR)
             count.inc()
-            context = span.get_span_context()
-            exemplar = None
-            if context.is_valid and context.trace_flags.sampled:
-                exemplar = {"trace_id": format(context.trace_id, "032x")}
-            duration.observe(elapsed, exemplar=exemplar)
+            observe(duration, elapsed, span_exemplar(span.get_span_context()))
             span.end()
         finally:
             otel_context.detach(self._token)
