@@ -24,6 +24,10 @@ from opentelemetry import baggage, trace
 from structlog.contextvars import STRUCTLOG_KEY_PREFIX
 
 _PREFIX_LENGTH = len(STRUCTLOG_KEY_PREFIX)
+# The context variables structlog has made, one per key ever bound (structlog.contextvars).
+_STRUCTLOG_VARS: dict[str, contextvars.ContextVar[Any]] = getattr(
+    structlog.contextvars, "_CONTEXT_VARS", {"unknown": contextvars.ContextVar("unknown")}
+)
 _UTC = datetime.UTC
 LOGGER_NAME = "access"
 # The longest an access-log line waits in the stream's buffer.
@@ -75,9 +79,10 @@ class DirectAccessLog:
         # The processors of logs.shared_processors, in their order.
         event_dict: dict[str, Any] = fields
         event_dict["event"] = event
-        for var, value in contextvars.copy_context().items():  # merge_contextvars
-            if var.name.startswith(STRUCTLOG_KEY_PREFIX) and value is not Ellipsis:
-                event_dict.setdefault(var.name[_PREFIX_LENGTH:], value)
+        if _STRUCTLOG_VARS:  # merge_contextvars; until a first bind, there is nothing to merge
+            for var, value in contextvars.copy_context().items():
+                if var.name.startswith(STRUCTLOG_KEY_PREFIX) and value is not Ellipsis:
+                    event_dict.setdefault(var.name[_PREFIX_LENGTH:], value)
         event_dict["level"] = "info"  # add_log_level
         event_dict["logger"] = LOGGER_NAME  # add_logger_name
         event_dict["timestamp"] = self._timestamp()  # TimeStamper(fmt="iso", utc=True)

@@ -21,9 +21,9 @@ from prometheus_client import Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .access_log import access_logger
-from .metrics import current_exemplar, observe
+from .metrics import current_exemplar, observe, span_exemplar
 from .problems import send_internal_error
-from .resilience.deadline import current_deadline, enter_request_deadline
+from .resilience.deadline import DEADLINE_HEADER_KEY, current_deadline, enter_deadline
 
 UNMATCHED_ROUTE = "unmatched"
 # Probes and scrapes (GET, HEAD) on the unobserved paths go unrecorded; anything else there
@@ -36,18 +36,24 @@ KNOWN_METHODS = frozenset(
 
 
 PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_READ_HEADERS = PROPAGATION_HEADERS | {DEADLINE_HEADER_KEY}
 
 
-def propagation_headers(scope: Scope) -> dict[str, str]:
-    """The W3C trace-context and baggage headers of a request (usually none or two)."""
+def read_headers(scope: Scope) -> tuple[dict[str, str], bytes | None]:
+    """In one pass: the W3C trace-context and baggage headers, and X-Request-Timeout."""
     found: dict[str, str] = {}
+    timeout = None
     for name, value in scope["headers"]:
-        if name in PROPAGATION_HEADERS:
+        if name in _READ_HEADERS:
+            if name == DEADLINE_HEADER_KEY:
+                if timeout is None:
+                    timeout = value  # the first one counts
+                continue
             key = name.decode()
             text = value.decode("latin-1")
             # Repeated baggage headers are one list; the propagator reads a single value.
             found[key] = f"{found[key]},{text}" if key in found else text
-    return found
+    return found, timeout
 
 
 def route_template(scope: Scope) -> str:
@@ -150,8 +156,8 @@ class ObserveRequests:
         active.inc()
         span: trace.Span | None = None
         token = None
+        carrier, timeout = read_headers(scope)
         if self._tracer is not None:
-            carrier = propagation_headers(scope)
             parent = propagate.extract(carrier) if carrier else otel_context.Context()
             attributes = _server_attributes(scope, method)
             if self._connection_attributes:
@@ -176,7 +182,7 @@ class ObserveRequests:
                 span_open = False
                 _finish(span, method, route_template(scope), status, "")
 
-        deadline = enter_request_deadline(scope["headers"])  # X-Request-Timeout, if sent
+        deadline = None if timeout is None else enter_deadline(timeout)  # X-Request-Timeout
         try:
             await self.app(scope, receive, send_and_note_status)
         except Exception as error:
@@ -195,7 +201,10 @@ class ObserveRequests:
             elapsed = time.perf_counter() - started
             active.dec()
             route = route_template(scope)
-            observe(self._histogram(method, route, status), elapsed, current_exemplar())
+            exemplar = (
+                current_exemplar() if span is None else span_exemplar(span.get_span_context())
+            )
+            observe(self._histogram(method, route, status), elapsed, exemplar)
             if self._log_requests:
                 self._access_log.info(
                     "request",

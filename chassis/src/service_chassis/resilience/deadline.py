@@ -30,7 +30,8 @@ from typing import Final
 from .clock import MONOTONIC, Clock
 
 DEADLINE_HEADER: Final = "X-Request-Timeout"
-_HEADER_KEY: Final = DEADLINE_HEADER.lower().encode()  # as ASGI spells header names
+DEADLINE_HEADER_KEY: Final = DEADLINE_HEADER.lower().encode()  # as ASGI spells header names
+_HEADER_KEY: Final = DEADLINE_HEADER_KEY
 
 # Plain decimal seconds only: no sign, exponent, "inf" or "nan" (all of which float() accepts).
 _SECONDS = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*")
@@ -137,8 +138,13 @@ def enter_request_deadline(
     """
     for name, value in headers:
         if name == _HEADER_KEY:
-            seconds = parse_timeout(value.decode("latin-1"))
-            if seconds is None:
-                return None
-            return current_deadline.set(Deadline.after(seconds).earliest(current_deadline.get()))
+            return enter_deadline(value)
     return None
+
+
+def enter_deadline(header: bytes) -> Token[Deadline | None] | None:
+    """``enter_request_deadline`` for the value of the header, found by the caller."""
+    seconds = parse_timeout(header.decode("latin-1"))
+    if seconds is None:
+        return None
+    return current_deadline.set(Deadline.after(seconds).earliest(current_deadline.get()))
