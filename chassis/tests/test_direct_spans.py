@@ -13,11 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
     Link,
-    NonRecordingSpan,
     SpanContext,
     TraceFlags,
-    TraceState,
-    set_span_in_context,
 )
 
 from service_chassis.direct_spans import DirectSpan, DirectTracer, direct_tracer
@@ -30,7 +27,7 @@ from service_chassis.tracing import (
     service_tracer,
 )
 
-from .test_lean_spans import SeededIds, cases
+from .test_lean_spans import SeededIds, apply, cases, parent_context
 
 
 def run(case: dict[str, Any], direct: bool) -> tuple[list[bytes], list[Any]]:
@@ -52,24 +49,10 @@ def run(case: dict[str, Any], direct: bool) -> tuple[list[bytes], list[Any]]:
         tracer: Any = DirectTracer(lean, provider, SpanEncoder(), emitted.append, None)
     else:
         tracer = provider.get_tracer("scope", "1.0")
-    context = None
-    if case["parent"] is not None:
-        trace_id, span_id, remote, sampled, with_state = case["parent"]
-        state = TraceState([("vendor", "x")]) if with_state else TraceState()
-        parent = SpanContext(trace_id, span_id, remote, TraceFlags(int(sampled)), state)
-        context = set_span_in_context(NonRecordingSpan(parent))
+    context = parent_context(case)
     links = [Link(SpanContext(t, s, True, TraceFlags(1)), a) for t, s, a in case["links"]]
     span = tracer.start_span(case["name"], context, case["kind"], case["attributes"], links, 1000)
-    for operation, *arguments in case["operations"]:
-        if operation == "add_event":
-            span.add_event(arguments[0], arguments[1], timestamp=1500)
-        elif operation == "add_link":
-            trace_id, span_id, link_attributes = arguments
-            span.add_link(SpanContext(trace_id, span_id, True, TraceFlags(1)), link_attributes)
-        elif operation == "record_exception":
-            span.record_exception(arguments[0], timestamp=1600)
-        else:
-            getattr(span, operation)(*arguments)
+    apply(span, case["operations"])
     span.end(end_time=2000)
     span.set_attribute("after.end", "ignored")  # refused by both
     span.set_attributes({"after.end": "ignored"})

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -25,6 +26,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
+    Span,
     SpanContext,
     SpanKind,
     Status,
@@ -114,6 +116,30 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+def parent_context(case: dict[str, Any]) -> Context | None:
+    """The case's parent, remote or not, sampled or not, with or without a trace state."""
+    if case["parent"] is None:
+        return None
+    trace_id, span_id, remote, sampled, with_state = case["parent"]
+    state = TraceState([("vendor", "x")]) if with_state else TraceState()
+    parent = SpanContext(trace_id, span_id, remote, TraceFlags(int(sampled)), state)
+    return set_span_in_context(NonRecordingSpan(parent))
+
+
+def apply(span: Span, operations: list[tuple[Any, ...]]) -> None:
+    """The case's operations on a started span, with fixed timestamps."""
+    for operation, *arguments in operations:
+        if operation == "add_event":
+            span.add_event(arguments[0], arguments[1], timestamp=1500)
+        elif operation == "add_link":
+            trace_id, span_id, link_attributes = arguments
+            span.add_link(SpanContext(trace_id, span_id, True, TraceFlags(1)), link_attributes)
+        elif operation == "record_exception":
+            span.record_exception(arguments[0], timestamp=1600)
+        else:
+            getattr(span, operation)(*arguments)
+
+
 def run(case: dict[str, Any], lean: bool) -> tuple[list[ReadableSpan], list[Any]]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(
@@ -124,26 +150,12 @@ def run(case: dict[str, Any], lean: bool) -> tuple[list[ReadableSpan], list[Any]
     )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = lean_tracer(provider, "scope", "1.0") if lean else provider.get_tracer("scope", "1.0")
-    context = None
-    if case["parent"] is not None:
-        trace_id, span_id, remote, sampled, with_state = case["parent"]
-        state = TraceState([("vendor", "x")]) if with_state else TraceState()
-        parent = SpanContext(trace_id, span_id, remote, TraceFlags(int(sampled)), state)
-        context = set_span_in_context(NonRecordingSpan(parent))
+    context = parent_context(case)
     links = [Link(SpanContext(t, s, True, TraceFlags(1)), a) for t, s, a in case["links"]]
     span = tracer.start_span(
         case["name"], context, case["kind"], case["attributes"], links, start_time=1000
     )
-    for operation, *arguments in case["operations"]:
-        if operation == "add_event":
-            span.add_event(arguments[0], arguments[1], timestamp=1500)
-        elif operation == "add_link":
-            trace_id, span_id, link_attributes = arguments
-            span.add_link(SpanContext(trace_id, span_id, True, TraceFlags(1)), link_attributes)
-        elif operation == "record_exception":
-            span.record_exception(arguments[0], timestamp=1600)
-        else:
-            getattr(span, operation)(*arguments)
+    apply(span, case["operations"])
     span.end(end_time=2000)
     span.set_attribute("after.end", "ignored")  # refused by both
     span.set_attributes({"after.end": "ignored"})

@@ -26,13 +26,12 @@ from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
-from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
-from .lean_spans import LeanSpan, LeanTracer, lean_tracer
+from .lean_spans import LeanSpan, LeanTracer, Sampled, lean_tracer
 from .span_encoding import EncodedSpan, SpanEncoder
 
 # The SDK's warnings, from the SDK's logger, for what it refuses.
@@ -47,26 +46,24 @@ class DirectSpan(trace_api.Span):
         self,
         tracer: DirectTracer,
         name: str,
-        context: trace_api.SpanContext,
-        parent: trace_api.SpanContext | None,
+        sampled: Sampled,
         parent_context: context_api.Context | None,
         kind: trace_api.SpanKind,
+        links: Sequence[trace_api.Link],
         record_exception: bool,
         set_status_on_exception: bool,
-        record_end_metrics: Callable[[], None],
         start_time: int | None,
-        links: Sequence[trace_api.Link],
     ) -> None:
         self._tracer = tracer
-        self._links = links
         self._name = name
-        self._context = context
-        self._parent = parent
+        self._sampled = sampled
+        self._context = sampled.context
+        self._parent = sampled.parent
         self._parent_context = parent_context
         self._kind = kind
+        self._links = links
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
-        self._record_end_metrics = record_end_metrics
         self._attributes: dict[str, types.AnyValue] = {}
         self._start_time = start_time if start_time is not None else time_ns()
         self._end_time: int | None = None
@@ -125,7 +122,7 @@ class DirectSpan(trace_api.Span):
             _sdk_log.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
-        self._record_end_metrics()
+        self._sampled.record_end_metrics()
         if self._context.trace_flags.sampled:
             tracer = self._tracer
             data = tracer.encoder.plain_span(
@@ -177,23 +174,13 @@ class DirectSpan(trace_api.Span):
         """The lean span this span would have been, with what it recorded so far."""
         if self._lean is not None:
             return self._lean
-        tracer = self._tracer.lean
-        lean = LeanSpan(
+        lean = self._tracer.lean.new_span(
             self._name,
-            self._context,
-            self._parent,
-            tracer.sampler,
-            tracer.resource,
-            self._attributes,
-            tracer.span_processor,
+            self._sampled._replace(attributes=self._attributes),
             self._kind,
             self._links,
-            tracer.instrumentation_info,
             self._record_exception,
             self._set_status_on_exception,
-            tracer._span_limits,
-            tracer._instrumentation_scope,
-            self._record_end_metrics,
         )
         lean.start(start_time=self._start_time, parent_context=self._parent_context)
         self._lean = lean
@@ -256,45 +243,22 @@ class DirectTracer(trace_api.Tracer):
                 record_exception,
                 set_status_on_exception,
             )
-        current = trace_api.get_current_span(context).get_span_context()
-        parent: trace_api.SpanContext | None = current
-        if current is None or not current.is_valid:
-            parent = None
-            trace_id = lean.id_generator.generate_trace_id()
-            random_trace_id = lean.id_generator.is_trace_id_random()
-        else:
-            trace_id = current.trace_id
-            random_trace_id = current.trace_flags.random_trace_id
-        result = lean.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        decision: Any = result.decision  # the SDK's Decision methods are untyped
-        flags = trace_api.TraceFlags.SAMPLED if decision.is_sampled() else 0
-        if random_trace_id:
-            flags |= trace_api.TraceFlags.RANDOM_TRACE_ID
-        span_context = trace_api.SpanContext(
-            trace_id,
-            lean.id_generator.generate_span_id(),
-            is_remote=False,
-            trace_flags=trace_api.TraceFlags(flags),
-            trace_state=result.trace_state,
-        )
-        record_end_metrics = lean._tracer_metrics.start_span(parent, decision)
-        if not decision.is_recording():
-            return trace_api.NonRecordingSpan(context=span_context)
+        sampled = lean.sample(name, context, kind, attributes, links)
+        if isinstance(sampled, trace_api.NonRecordingSpan):
+            return sampled
         span = DirectSpan(
             self,
             name,
-            span_context,
-            parent,
+            sampled,
             context,
             kind,
+            links,
             record_exception,
             set_status_on_exception,
-            record_end_metrics,
             start_time,
-            links,
         )
-        if result.attributes:
-            span.set_attributes(result.attributes)
+        if sampled.attributes:
+            span.set_attributes(sampled.attributes)
         return span
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
@@ -324,4 +288,4 @@ def direct_tracer(
     return DirectTracer(lean, provider, encoder, sink, processors)
 
 
-__all__ = ["DirectSpan", "DirectTracer", "SdkTracer", "direct_tracer"]
+__all__ = ["DirectSpan", "DirectTracer", "direct_tracer"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
@@ -149,6 +149,15 @@ class LeanSpan(SdkSpan):
         return self  # ended: every change is refused from now on
 
 
+class Sampled(NamedTuple):
+    """A span the sampler records: its parent, its own context and its first attributes."""
+
+    parent: trace_api.SpanContext | None
+    context: trace_api.SpanContext
+    attributes: types.Attributes
+    record_end_metrics: Any
+
+
 class LeanTracer(SdkTracer):
     """The SDK tracer's ``start_span``, making ``LeanSpan``s."""
 
@@ -164,9 +173,27 @@ class LeanTracer(SdkTracer):
         set_status_on_exception: bool = True,
     ) -> trace_api.Span:
         links = links or ()
-        current = trace_api.get_current_span(context).get_span_context()
         if not self._is_enabled():
+            current = trace_api.get_current_span(context).get_span_context()
             return trace_api.NonRecordingSpan(context=current)
+        sampled = self.sample(name, context, kind, attributes, links)
+        if isinstance(sampled, trace_api.NonRecordingSpan):
+            return sampled
+        span = self.new_span(name, sampled, kind, links, record_exception, set_status_on_exception)
+        span.start(start_time=start_time, parent_context=context)
+        return span
+
+    def sample(
+        self,
+        name: str,
+        context: context_api.Context | None,
+        kind: trace_api.SpanKind,
+        attributes: types.Attributes,
+        links: Sequence[trace_api.Link],
+    ) -> Sampled | trace_api.NonRecordingSpan:
+        """The ids and the sampler's decision, as the SDK's ``start_span`` makes them; a
+        non-recording span when the sampler does not record."""
+        current = trace_api.get_current_span(context).get_span_context()
         parent: trace_api.SpanContext | None = current
         if current is None or not current.is_valid:
             parent = None
@@ -190,13 +217,25 @@ class LeanTracer(SdkTracer):
         record_end_metrics = self._tracer_metrics.start_span(parent, decision)
         if not decision.is_recording():
             return trace_api.NonRecordingSpan(context=span_context)
-        span = LeanSpan(
+        return Sampled(parent, span_context, result.attributes, record_end_metrics)
+
+    def new_span(
+        self,
+        name: str,
+        sampled: Sampled,
+        kind: trace_api.SpanKind,
+        links: Sequence[trace_api.Link],
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> LeanSpan:
+        """A lean span of this tracer, not yet started."""
+        return LeanSpan(
             name,
-            span_context,
-            parent,
+            sampled.context,
+            sampled.parent,
             self.sampler,
             self.resource,
-            result.attributes,
+            sampled.attributes,
             self.span_processor,
             kind,
             links,
@@ -205,10 +244,8 @@ class LeanTracer(SdkTracer):
             set_status_on_exception,
             self._span_limits,
             self._instrumentation_scope,
-            record_end_metrics,
+            sampled.record_end_metrics,
         )
-        span.start(start_time=start_time, parent_context=context)
-        return span
 
 
 def lean_tracer(
