@@ -20,7 +20,9 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
+    Decision,
     ParentBased,
+    StaticSampler,
     TraceIdRatioBased,
 )
 from opentelemetry.trace import (
@@ -67,7 +69,21 @@ limits = st.builds(
     max_link_attributes=st.none() | st.integers(0, 2),
 )
 samplers = st.sampled_from(
-    [ALWAYS_ON, ALWAYS_OFF, ParentBased(ALWAYS_ON), ParentBased(TraceIdRatioBased(0.5))]
+    [
+        ALWAYS_ON,
+        ALWAYS_OFF,
+        ParentBased(ALWAYS_ON),
+        ParentBased(TraceIdRatioBased(0.5)),
+        # Every decision the opposite of the default's (static_sampling.py's table).
+        ParentBased(
+            ALWAYS_OFF,
+            remote_parent_sampled=ALWAYS_OFF,
+            remote_parent_not_sampled=ALWAYS_ON,
+            local_parent_sampled=ALWAYS_OFF,
+            local_parent_not_sampled=ALWAYS_ON,
+        ),
+        StaticSampler(Decision.RECORD_ONLY),  # recorded, not sampled: the sampler is called
+    ]
 )
 operations = st.lists(
     st.one_of(

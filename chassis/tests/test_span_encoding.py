@@ -24,7 +24,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from service_chassis.span_encoding import SpanEncoder
+from service_chassis.span_encoding import UNIQUE_KEYS, SpanEncoder
 
 text = st.text(max_size=12)
 scalars = st.one_of(
@@ -120,7 +120,8 @@ EMPTY: dict[str, Any] = {
 
 
 def test_a_full_cache_still_encodes_what_the_sdk_encodes() -> None:
-    """Unique values (message ids) fill the attribute cache; what repeats stays cached."""
+    """Unique values (ids a service set) fill the attribute cache, which empties and refills
+    with what repeats; message ids and paths are never cached."""
     specs = [
         {**EMPTY, "name": "s", "attributes": {"id": f"m-{number}", "route": "/items"}}
         for number in range(5000)
@@ -132,3 +133,16 @@ def test_a_full_cache_still_encodes_what_the_sdk_encodes() -> None:
         assert ExportTraceServiceRequest.FromString(encoder.encode(batch)) == encode_spans(batch)
     assert len(encoder._attribute_cache) <= 4096
     assert (b"\x4a", "route", str, "/items") in encoder._attribute_cache  # a span attribute
+
+
+def test_unique_attributes_are_encoded_as_the_sdk_encodes_them_and_never_cached() -> None:
+    values = ["", "m-1", "é" * 200, "x" * 20000]  # lengths of one, two and three varint bytes
+    specs = [
+        {**EMPTY, "name": "s", "attributes": {key: value, "route": "/items"}}
+        for key in sorted(UNIQUE_KEYS)
+        for value in values
+    ]
+    spans = make_spans(specs, Resource.create({"service.name": "svc"}))
+    encoder = SpanEncoder()
+    assert ExportTraceServiceRequest.FromString(encoder.encode(spans)) == encode_spans(spans)
+    assert all(key[1] not in UNIQUE_KEYS for key in encoder._attribute_cache)

@@ -28,15 +28,25 @@ from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
 from .lean_spans import LeanSpan, LeanTracer, Sampled, lean_tracer
 from .span_encoding import EncodedSpan, SpanEncoder
+from .static_sampling import StaticDecisions, static_decisions
 
 # The SDK's warnings, from the SDK's logger, for what it refuses.
 _sdk_log = logging.getLogger("opentelemetry.sdk.trace")
-_SCALARS = (str, bool, int, float)
+_SCALARS = frozenset((str, bool, int, float))
+_FLAGS = {
+    (sampled, random): trace_api.TraceFlags(
+        (trace_api.TraceFlags.SAMPLED if sampled else 0)
+        | (trace_api.TraceFlags.RANDOM_TRACE_ID if random else 0)
+    )
+    for sampled in (False, True)
+    for random in (False, True)
+}
 
 Sink = Callable[[EncodedSpan], None]
 
@@ -90,6 +100,8 @@ class DirectSpan(trace_api.Span):
             _sdk_log.warning("Setting attribute on ended span.")
             return
         recorded = self._attributes
+        if not recorded and self._took(attributes):
+            return
         growth = 0
         for key, value in attributes.items():
             if type(value) not in _SCALARS or type(key) is not str or not key:
@@ -107,6 +119,20 @@ class DirectSpan(trace_api.Span):
                 value = value[:length]
             recorded.pop(key, None)  # a key set again moves to the end, as the SDK's does
             recorded[key] = value
+
+    def _took(self, attributes: Mapping[str, types.AnyValue]) -> bool:
+        """The first attributes, kept as they are when they need no cleaning: scalars under
+        string keys, within the limits (the usual case, checked in one pass)."""
+        tracer = self._tracer
+        if tracer.max_attribute_length is not None or (
+            tracer.max_attributes is not None and len(attributes) > tracer.max_attributes
+        ):
+            return False
+        for key, value in attributes.items():
+            if type(value) not in _SCALARS or type(key) is not str or not key:
+                return False
+        self._attributes = dict(attributes)
+        return True
 
     def update_name(self, name: str) -> None:
         if self._lean is not None:
@@ -208,6 +234,12 @@ class DirectTracer(trace_api.Tracer):
         self.max_attribute_length = limits.max_span_attribute_length
         self.max_links = limits.max_links
         self._processors = provider._active_span_processor
+        self._decisions = static_decisions(lean.sampler)
+        self._trace_id = lean.id_generator.generate_trace_id
+        self._span_id = lean.id_generator.generate_span_id
+        self._random_ids = lean.id_generator.is_trace_id_random()
+        # What the SDK's (no-op) tracer metrics give each span to call when it ends.
+        self._end_metrics = lean._tracer_metrics.start_span(None, Decision.RECORD_AND_SAMPLE)
         # None in tests, which check the spans' bytes whatever the provider's processors.
         self._expected = expected_processors
 
@@ -243,7 +275,12 @@ class DirectTracer(trace_api.Tracer):
                 record_exception,
                 set_status_on_exception,
             )
-        sampled = lean.sample(name, context, kind, attributes, links)
+        decisions = self._decisions
+        sampled = (
+            self._sample(decisions, context, attributes)
+            if decisions is not None
+            else lean.sample(name, context, kind, attributes, links)
+        )
         if isinstance(sampled, trace_api.NonRecordingSpan):
             return sampled
         span = DirectSpan(
@@ -260,6 +297,32 @@ class DirectTracer(trace_api.Tracer):
         if sampled.attributes:
             span.set_attributes(sampled.attributes)
         return span
+
+    def _sample(
+        self,
+        decisions: StaticDecisions,
+        context: context_api.Context | None,
+        attributes: types.Attributes,
+    ) -> Sampled | trace_api.NonRecordingSpan:
+        """``LeanTracer.sample`` for a sampler whose decision depends on the parent only:
+        the same ids, flags and trace state, the sampler not called (static_sampling.py)."""
+        parent: trace_api.SpanContext | None = trace_api.get_current_span(
+            context
+        ).get_span_context()
+        if parent is None or not parent.is_valid:
+            parent, trace_id, random = None, self._trace_id(), self._random_ids
+            sampled, state = decisions.root, None
+        else:
+            flags = parent.trace_flags
+            trace_id, random = parent.trace_id, flags.random_trace_id
+            sampled = decisions.sampled(parent.is_remote, flags.sampled)
+            state = parent.trace_state
+        span_context = trace_api.SpanContext(
+            trace_id, self._span_id(), False, _FLAGS[sampled, random], state
+        )
+        if not sampled:
+            return trace_api.NonRecordingSpan(span_context)
+        return Sampled(parent, span_context, attributes, self._end_metrics)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
         return self.lean.start_as_current_span(*args, **kwargs)

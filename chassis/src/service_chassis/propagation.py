@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from opentelemetry import baggage, propagate, trace
+from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.context import Context, create_key, get_current, get_value, set_value
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import (
@@ -226,6 +227,8 @@ def inject(carrier: MutableMapping[str, str], context: Context) -> None:
         propagate.inject(carrier, context)
         return
     for propagator in propagators:
+        if type(propagator) is W3CBaggagePropagator and not context.get(_BAGGAGE_KEY):
+            continue  # no baggage, no header (the usual case, at the cost of a lookup)
         if type(propagator) is not W3CTraceContextPropagator:
             propagator.inject(carrier, context)
             continue

@@ -36,6 +36,13 @@ _IS_REMOTE = 0x200
 _FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE)
 _REMOTE_PARENT_FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 _CACHE_LIMIT = 4096
+# Ids are big-endian bytes, times little-endian fixed64: each group packed in one call, tags
+# included (trace_id 1 and span_id 2 with their lengths, parent_span_id 4, times 7 and 8).
+_IDS = struct.Struct(">HQQHQ").pack
+_TRACE_ID_TAG, _SPAN_ID_TAG, _PARENT_ID_TAG = 0x0A10, 0x1208, 0x2208
+_PARENT_ID = struct.Struct(">HQ").pack
+_TIMES = struct.Struct("<BQBQ").pack
+_LOW_64 = (1 << 64) - 1
 _KIND_FIELD = {kind: b"\x30" + bytes([number]) for kind, number in _KIND.items()}
 
 
@@ -99,6 +106,23 @@ def _value(value: Any) -> bytes:
         pairs = b"".join(_field(b"\x0a", _key_value(str(k), v)) for k, v in value.items())
         return _field(b"\x32", pairs)
     raise TypeError(f"cannot encode attribute value of type {type(value).__name__}")
+
+
+# String attributes whose values differ from span to span: encoded each time, never cached.
+UNIQUE_KEYS = frozenset(("messaging.message.id", "url.path", "url.query", "url.full"))
+_KEY_FIELDS: dict[str, bytes] = {}
+
+
+def _unique_string(tag: bytes, key: str, value: str) -> bytes:
+    """``_field(tag, _key_value(key, value))`` for a string value of a key in UNIQUE_KEYS,
+    the key's part written once."""
+    key_field = _KEY_FIELDS.get(key)
+    if key_field is None:
+        key_field = _KEY_FIELDS[key] = _field(b"\x0a", key.encode())
+    text = value.encode()
+    any_value = b"\x0a" + _varint(len(text)) + text
+    pair = key_field + b"\x12" + _varint(len(any_value)) + any_value
+    return tag + _varint(len(pair)) + pair
 
 
 def _key_value(key: str, value: Any) -> bytes:
@@ -224,6 +248,9 @@ class SpanEncoder:
         cache = self._attribute_cache
         out = []
         for key, value in _items(attributes):
+            if key in UNIQUE_KEYS and type(value) is str:
+                out.append(_unique_string(tag, key, value))
+                continue
             try:
                 cache_key = (tag, key, type(value), value)
                 encoded = cache.get(cache_key)
@@ -231,10 +258,11 @@ class SpanEncoder:
                 cache_key, encoded = None, None
             if encoded is None:
                 encoded = _field(tag, _key_value(key, value))
-                # Once full, the cache keeps what it has: the values that repeat (method,
-                # route, status) come first, and unique ones (message ids, paths) would only
-                # push them out.
-                if cache_key is not None and len(cache) < _CACHE_LIMIT:
+                if cache_key is not None:
+                    # Values unique to a span (an order id a service set) would fill the
+                    # cache for good; emptied when full, it refills with what repeats.
+                    if len(cache) >= _CACHE_LIMIT:
+                        cache.clear()
                     cache[cache_key] = encoded
             out.append(encoded)
         return b"".join(out)
@@ -296,23 +324,37 @@ def _head(
     end_time: int | None,
 ) -> list[bytes]:
     """The fields before the attributes: ids, trace state, parent, name, kind and times."""
-    parts = [
-        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-    ]
-    if context.trace_state:
-        state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
+    trace_id, span_id, _, _, trace_state, _ = context  # a tuple: no property calls
+    parts = [_IDS(_TRACE_ID_TAG, trace_id >> 64, trace_id & _LOW_64, _SPAN_ID_TAG, span_id)]
+    if trace_state:
+        state = ",".join(f"{key}={value}" for key, value in trace_state.items())
         parts.append(_field(b"\x1a", state.encode()))
     if parent is not None:
-        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+        parts.append(_PARENT_ID(_PARENT_ID_TAG, parent[1]))
     if name:
-        parts.append(_field(b"\x2a", name.encode()))
+        parts.append(_name_field(name))
     parts.append(_KIND_FIELD[kind])
-    if start_time:
-        parts.append(b"\x39" + _FIXED64(start_time))
-    if end_time:
-        parts.append(b"\x41" + _FIXED64(end_time))
+    if start_time and end_time:
+        parts.append(_TIMES(0x39, start_time, 0x41, end_time))
+    else:
+        if start_time:
+            parts.append(b"\x39" + _FIXED64(start_time))
+        if end_time:
+            parts.append(b"\x41" + _FIXED64(end_time))
     return parts
+
+
+_names: dict[str, bytes] = {}
+
+
+def _name_field(name: str) -> bytes:
+    """A span's name field; the few names a service's spans have are encoded once."""
+    encoded = _names.get(name)
+    if encoded is None:
+        encoded = _field(b"\x2a", name.encode())
+        if len(_names) < _CACHE_LIMIT:
+            _names[name] = encoded
+    return encoded
 
 
 def _events_and_links(span: ReadableSpan) -> tuple[Sequence[Any], Sequence[Any]]:
