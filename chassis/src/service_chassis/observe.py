@@ -18,10 +18,11 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .access_log import access_logger
+from .active_requests import ActiveRequests
 from .body_limit import CONTENT_LENGTH, TRANSFER_ENCODING, BodyLimit
 from .metrics import current_exemplar, observe, span_exemplar
 from .problems import send_internal_error
@@ -131,7 +132,7 @@ class ObserveRequests:
         *,
         tracer: trace.Tracer | None,
         duration: Histogram,
-        active: Gauge,
+        active: ActiveRequests,
         unobserved_paths: Collection[str],
         log_requests: bool,
         max_body_bytes: int,
@@ -143,7 +144,7 @@ class ObserveRequests:
         self._body_limit = BodyLimit(app, max_body_bytes=max_body_bytes)
         self._tracer = tracer
         self._duration = duration
-        self._active = active
+        self._active = active.by_method
         self._unobserved = frozenset(unobserved_paths)
         self._log_requests = log_requests
         self._connection_attributes = connection_attributes
@@ -151,7 +152,6 @@ class ObserveRequests:
         self._access_log = access_logger()
         self._error_log = structlog.get_logger(__name__).bind()
         # Label lookups validate and lock; the few label combinations are cached here instead.
-        self._active_by_method: dict[str, Gauge] = {}
         self._duration_by_labels: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -164,10 +164,8 @@ class ObserveRequests:
         method = scope["method"] if scope["method"] in KNOWN_METHODS else "_OTHER"
         status = 500
         error_type = ""
-        active = self._active_by_method.get(method)
-        if active is None:
-            active = self._active_by_method[method] = self._active.labels(method)
-        active.inc()
+        active = self._active
+        active[method] = active.get(method, 0) + 1  # read at scrape time (active_requests.py)
         span: trace.Span | None = None
         token = None
         carrier, timeout, has_body, declared_length = read_headers(scope)
@@ -214,7 +212,7 @@ class ObserveRequests:
             await send_internal_error(scope, send)
         finally:
             elapsed = time.perf_counter() - started
-            active.dec()
+            active[method] -= 1
             route = route_template(scope)
             exemplar = (
                 current_exemplar() if span is None else span_exemplar(span.get_span_context())
