@@ -10,6 +10,11 @@ access log written to /dev/null), and in variants that show what each part costs
 span's connection attributes (``TRACE_CONNECTION_ATTRIBUTES``). wrk drives each in alternating
 rounds; the medians, the absolute rates and the ratios are printed, with the targets: at least
 0.70 of bare FastAPI's throughput and at most 1.5 times its p99 latency with everything on.
+
+Every round starts a fresh server process per variant (warmed up, measured, stopped): on a
+shared or small machine one process can run 15-30 % slower than another for minutes, and with
+one process per variant for the whole run that slowness would land on one variant in every
+round, which alternating cannot cancel. Started afresh, it spreads over all of them.
 Needs ``wrk`` (Debian: apt-get install wrk).
 
     cd chassis && ../.venv/bin/python benchmarks/bench_http.py [--rounds 3] [--seconds 10]
@@ -168,6 +173,51 @@ def service_env(port: int, **overrides: str) -> dict[str, str]:
     }
 
 
+def server_command(name: str, port: int, sink_port: int) -> tuple[list[str], dict[str, str]]:
+    """How to start the server of one variant on ``port``, exporting to the sink's."""
+    if name == "bare FastAPI":
+        env = {"HTTP_PORT": str(port), "PYTHONPATH": str(ROOT / "src")}
+        return [sys.executable, "-c", BARE_APP.format(package=PACKAGE)], env
+    exported = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+    }
+    extra = {
+        EVERYTHING_ON: {},
+        "service, sampled at 10 %": {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
+        "service, access log off": {"ACCESS_LOG": "false"},
+        "service, spans not exported": {"OTEL_TRACES_EXPORTER": "none"},
+        "service, + connection attrs": {"TRACE_CONNECTION_ATTRIBUTES": "true"},
+    }[name]
+    return [sys.executable, "-m", PACKAGE], service_env(port, **{**exported, **extra})
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def measure_fresh(name: str, sink_port: int, seconds: int, connections: int) -> Run:
+    """Start the variant's server, warm it up, measure it, stop it."""
+    port = free_port()
+    server = start(*server_command(name, port, sink_port))
+    try:
+        url = f"http://127.0.0.1:{port}/items/1"
+        wait_ready(url)
+        wrk(url, 2, connections)  # warm-up
+        return measured(url, server.pid, seconds, connections)
+    finally:
+        stop(server)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -178,60 +228,27 @@ def main() -> int:
         raise SystemExit("wrk is not installed: apt-get install wrk (or brew install wrk)")
 
     sink_port = free_port()
-    ports = {name: free_port() for name in VARIANTS}
-    exported = {
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
-    }
-    commands = {
-        "bare FastAPI": (
-            [sys.executable, "-c", BARE_APP.format(package=PACKAGE)],
-            {"HTTP_PORT": str(ports["bare FastAPI"]), "PYTHONPATH": str(ROOT / "src")},
-        ),
-        **{
-            name: ([sys.executable, "-m", PACKAGE], service_env(ports[name], **exported, **extra))
-            for name, extra in (
-                (EVERYTHING_ON, {}),
-                (
-                    "service, sampled at 10 %",
-                    {
-                        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                        "OTEL_TRACES_SAMPLER_ARG": "0.1",
-                    },
-                ),
-                ("service, access log off", {"ACCESS_LOG": "false"}),
-                ("service, + connection attrs", {"TRACE_CONNECTION_ATTRIBUTES": "true"}),
-            )
-        },
-        "service, spans not exported": (
-            [sys.executable, "-m", PACKAGE],
-            service_env(ports["service, spans not exported"], OTEL_TRACES_EXPORTER="none"),
-        ),
-    }
-    processes = [start([sys.executable, "-c", SINK], {"PORT": str(sink_port)})]
-    servers = {name: start(command, env) for name, (command, env) in commands.items()}
-    processes += servers.values()
-    pids = {name: process.pid for name, process in servers.items()}
+    sink = start([sys.executable, "-c", SINK], {"PORT": str(sink_port)})
     runs: dict[str, list[Run]] = {name: [] for name in VARIANTS}
     try:
-        urls = {name: f"http://127.0.0.1:{port}/items/1" for name, port in ports.items()}
-        for url in urls.values():
-            wait_ready(url)
-            wrk(url, 2, options.connections)  # warm-up
         for round_number in range(1, options.rounds + 1):
-            for name, url in urls.items():
-                runs[name].append(measured(url, pids[name], options.seconds, options.connections))
+            # Each round starts one variant later, so none is always first after a pause.
+            shift = (round_number - 1) % len(VARIANTS)
+            for name in VARIANTS[shift:] + VARIANTS[:shift]:
+                runs[name].append(
+                    measure_fresh(name, sink_port, options.seconds, options.connections)
+                )
             figures = ", ".join(f"{runs[name][-1].requests_per_second:.0f}" for name in VARIANTS)
-            print(f"round {round_number}: {figures} req/s", flush=True)
+            ratio = (
+                runs[EVERYTHING_ON][-1].requests_per_second
+                / runs["bare FastAPI"][-1].requests_per_second
+            )
+            print(
+                f"round {round_number}: {figures} req/s; everything on {ratio:.2f} of bare",
+                flush=True,
+            )
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(sink)
 
     results = {name: summary(name_runs) for name, name_runs in runs.items()}
     bare = results["bare FastAPI"]
@@ -251,6 +268,11 @@ def main() -> int:
         f"\nmedians of {options.rounds} rounds; ratio = throughput / bare FastAPI's; "
         "CPU ratio = bare FastAPI's CPU per request / the variant's"
     )
+    per_round = [
+        service_run.requests_per_second / bare_run.requests_per_second
+        for service_run, bare_run in zip(runs[EVERYTHING_ON], runs["bare FastAPI"], strict=True)
+    ]
+    print(f"everything on, round by round: {', '.join(f'{r:.2f}' for r in per_round)} of bare")
     on = results[EVERYTHING_ON]
     ratio, p99 = on.requests_per_second / bare.requests_per_second, on.p99_ms / bare.p99_ms
     for what, met in (

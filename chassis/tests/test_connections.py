@@ -90,6 +90,26 @@ def test_headers_beyond_the_limit_get_a_431(service: ServiceProcess) -> None:
     assert said.startswith(b"HTTP/1.1 431 ")
 
 
+def test_complete_headers_beyond_the_limit_in_one_piece_get_a_431(service: ServiceProcess) -> None:
+    with connect(service) as sock:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        _, said = closed_within(sock, WITHIN)
+    assert said.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_body_that_arrives_with_the_headers_does_not_count_as_headers(
+    service: ServiceProcess,
+) -> None:
+    body = b"x" * 20_000  # more than the header limit, in the same chunk as the headers
+    with connect(service) as sock:
+        sock.sendall(
+            b"GET /items/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        _, said = closed_within(sock, WITHIN)
+    assert said.startswith(b"HTTP/1.1 200 ")
+
+
 def test_an_idle_kept_alive_connection_is_closed(service: ServiceProcess) -> None:
     with connect(service) as sock:
         sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")

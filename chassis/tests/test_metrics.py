@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import platform
 from unittest import mock
 
@@ -7,11 +8,12 @@ import httpx
 from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
 import service_chassis
-from service_chassis.metrics import DURATION_BUCKETS, observe
+from service_chassis.metrics import DURATION_BUCKETS, observe, render
+from service_chassis.testing.servers import serve
 from tests.sample import OWNER, __version__
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -107,3 +109,61 @@ def observe_all(
             observe(child, amount, exemplar)
         else:
             child.observe(amount, exemplar=exemplar)
+
+
+def active_requests_lines(text: bytes) -> list[bytes]:
+    return [line for line in text.splitlines() if b"http_server_active_requests" in line]
+
+
+def expected_active_requests(counts: dict[str, int]) -> tuple[list[bytes], list[bytes]]:
+    """What prometheus_client's own labelled Gauge exposes for these counts, in text and in
+    OpenMetrics."""
+    registry = CollectorRegistry()
+    gauge = Gauge(
+        "http_server_active_requests",
+        "HTTP server requests in flight.",
+        ("http_request_method",),
+        registry=registry,
+    )
+    for method, count in counts.items():
+        gauge.labels(method).set(count)
+    return (
+        active_requests_lines(generate_latest(registry)),
+        active_requests_lines(openmetrics.generate_latest(registry)),  # type: ignore[no-untyped-call]
+    )
+
+
+def exposed_active_requests(app: FastAPI) -> tuple[list[bytes], list[bytes]]:
+    registry = app.state.service.metrics.registry
+    return (
+        active_requests_lines(render(registry, None)[0]),
+        active_requests_lines(render(registry, OPENMETRICS)[0]),
+    )
+
+
+async def test_active_requests_expose_what_a_gauge_does_under_concurrent_requests(
+    app: FastAPI,
+) -> None:
+    methods = ["GET"] * 5 + ["POST"] * 2 + ["BREW"]
+    all_waiting, release = asyncio.Event(), asyncio.Event()
+    waiting = 0
+
+    @app.api_route("/wait", methods=["GET", "POST", "BREW"])
+    async def wait() -> None:
+        nonlocal waiting
+        waiting += 1
+        if waiting == len(methods):
+            all_waiting.set()
+        await release.wait()
+
+    async with serve(app) as client:
+        assert exposed_active_requests(app) == expected_active_requests({})
+        requests = [asyncio.create_task(client.request(method, "/wait")) for method in methods]
+        await asyncio.wait_for(all_waiting.wait(), timeout=10)
+        in_flight = {"GET": 5, "POST": 2, "_OTHER": 1}
+        assert exposed_active_requests(app) == expected_active_requests(in_flight)
+        release.set()
+        assert all(response.status_code == 200 for response in await asyncio.gather(*requests))
+        # A method's series stays, at 0, once it was seen.
+        done = dict.fromkeys(in_flight, 0)
+        assert exposed_active_requests(app) == expected_active_requests(done)

@@ -84,6 +84,30 @@ async def test_oversized_body_is_a_413_problem(
     assert_problem(response, 413)
 
 
+async def test_declared_oversized_body_is_refused_before_the_route_in_the_request_trace(
+    make_settings: Callable[..., Settings], tracer_provider: TracerProvider
+) -> None:
+    app = create_app(make_settings(max_request_body_bytes=64), tracer_provider=tracer_provider)
+    async with serve(app) as client:
+        # The route never reads a body: only the declared length can refuse it.
+        response = await client.request(
+            "GET", "/items/1", content=b"x" * 65, headers={"traceparent": TRACEPARENT}
+        )
+        within = await client.request("GET", "/items/1", content=b"x" * 64)
+    assert assert_problem(response, 413)["trace_id"] == TRACEPARENT.split("-")[1]
+    assert within.status_code == 200
+
+
+async def test_oversized_body_on_a_probe_path_is_refused_too(
+    make_settings: Callable[..., Settings], tracer_provider: TracerProvider
+) -> None:
+    app = create_app(make_settings(max_request_body_bytes=64), tracer_provider=tracer_provider)
+    async with serve(app) as client:
+        response = await client.request("GET", "/health/live", content=b"x" * 65)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+
+
 async def test_unexpected_error_is_a_500_problem_without_exception_text(
     app: FastAPI,
 ) -> None:

@@ -14,6 +14,13 @@ The clocks are deadlines checked by one sweep per event loop, a few times per sh
 instead of a timer armed and cancelled per request: two timers per request cost more than
 the rest of these checks together, and a limit of seconds needs no better than a fraction of
 one.
+
+The size of the headers is counted per chunk received, not per header: httptools calls back
+into Python for the URL and for every header, and an override of each call cost more than
+the count. While the headers are incomplete, every byte received since the request began
+counts (more than that many bytes of an unfinished request line and headers: 431); once they
+are complete, they are measured as before (URL and header lines) only when the chunks they
+came in could hold more than the limit.
 """
 
 from __future__ import annotations
@@ -97,7 +104,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline: float | None = None
         self._on_expiry: Callable[[], None] = self._headers_too_slow
         self._sweep = _sweep_for(self.loop, self.limits.sweep_interval)
+        # Bytes received while this request's headers were incomplete, but the last chunk's.
         self._header_bytes = 0
+        self._chunk_bytes = 0
         self._reading_headers = True
         self._request_started = False
 
@@ -134,26 +143,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # The first byte of a request on a kept-alive connection starts its clock.
             self._request_started = True
             self._arm(self.limits.header_timeout, self._headers_too_slow)
+        self._chunk_bytes = len(data)
         super().data_received(data)
-        if self._reading_headers and self._header_bytes > self.limits.max_header_bytes:
-            self._refuse(b"431 Request Header Fields Too Large", b"Request headers too large.")
+        if self._reading_headers:
+            # Still incomplete: the whole chunk is part of them (or of the previous request,
+            # which it may end: an overcount only, bounded by one chunk).
+            self._header_bytes += self._chunk_bytes
+            if self._header_bytes > self.limits.max_header_bytes:
+                self._refuse(b"431 Request Header Fields Too Large", b"Request headers too large.")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
         self._reading_headers = True
 
-    def on_url(self, url: bytes) -> None:
-        self._header_bytes += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes <= self.limits.max_header_bytes:
-            super().on_header(name, value)
+    def _headers_too_large(self) -> bool:
+        limit = self.limits.max_header_bytes
+        # The headers came in the chunks counted so far and part of this one; each header
+        # line is at least 3 bytes of the 4 it is measured as, hence the one per header.
+        if self._header_bytes + self._chunk_bytes + len(self.headers) <= limit:
+            return False
+        lines = sum(len(name) + len(value) + 4 for name, value in self.headers)
+        return len(self.url) + lines > limit
 
     def on_headers_complete(self) -> None:
-        if self._header_bytes > self.limits.max_header_bytes:
+        if self._headers_too_large():
             # Complete, but too large: refused before the app ever sees the request.
             self._refuse(b"431 Request Header Fields Too Large", b"Request headers too large.")
             return

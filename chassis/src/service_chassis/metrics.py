@@ -25,6 +25,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.samples import Exemplar
 
 from ._version import __version__
+from .active_requests import ActiveRequests
 
 # OpenTelemetry's recommended HTTP duration buckets, in seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -37,7 +38,7 @@ CLIENT_LABELS = ("http_request_method", "server_address", "http_response_status_
 class Metrics:
     registry: CollectorRegistry
     server_duration: Histogram
-    server_active: Gauge
+    server_active: ActiveRequests
     client_duration: Histogram
     event_loop_lag: Gauge
 
@@ -64,12 +65,7 @@ def create_metrics(*, version: str, owner: str) -> Metrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         ),
-        server_active=Gauge(
-            "http_server_active_requests",
-            "HTTP server requests in flight.",
-            ("http_request_method",),
-            registry=registry,
-        ),
+        server_active=ActiveRequests(registry),
         client_duration=Histogram(
             "http_client_request_duration_seconds",
             "Duration of outbound HTTP requests, one observation per attempt.",

@@ -1,11 +1,12 @@
 """The request observer: server span, RED metrics and access log, in one pure ASGI layer.
 
 One layer instead of three because each ASGI layer adds a coroutine and a ``send`` wrapper to
-every request (the benchmark in scripts/bench_http.py measures the difference). The span
-follows OpenTelemetry's HTTP server conventions; the metric and the log line are written while
-that span is current, so the histogram's exemplar and the log carry its trace id. Labels use the
-route template (``/items/{item_id}``), never the raw path, so ids in URLs cannot explode the
-number of series.
+every request (the benchmark in benchmarks/bench_http.py measures the difference); for the same
+reason the body limit (body_limit.py) is applied from here, with the body headers found in the
+observer's one pass over the headers. The span follows OpenTelemetry's HTTP server
+conventions; the metric and the log line are written while that span is current, so the
+histogram's exemplar and the log carry its trace id. Labels use the route template
+(``/items/{item_id}``), never the raw path, so ids in URLs cannot explode the number of series.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .access_log import access_logger
+from .active_requests import ActiveRequests
+from .body_limit import CONTENT_LENGTH, TRANSFER_ENCODING, BodyLimit
 from .metrics import current_exemplar, observe, span_exemplar
 from .problems import send_internal_error
 from .resilience.deadline import DEADLINE_HEADER_KEY, current_deadline, enter_deadline
@@ -36,24 +39,32 @@ KNOWN_METHODS = frozenset(
 
 
 PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
-_READ_HEADERS = PROPAGATION_HEADERS | {DEADLINE_HEADER_KEY}
+_BODY_HEADERS = frozenset({CONTENT_LENGTH, TRANSFER_ENCODING})
+_READ_HEADERS = PROPAGATION_HEADERS | _BODY_HEADERS | {DEADLINE_HEADER_KEY}
 
 
-def read_headers(scope: Scope) -> tuple[dict[str, str], bytes | None]:
-    """In one pass: the W3C trace-context and baggage headers, and X-Request-Timeout."""
+def read_headers(scope: Scope) -> tuple[dict[str, str], bytes | None, bool, bytes | None]:
+    """In one pass: the W3C trace-context and baggage headers, X-Request-Timeout, whether
+    the request has a body and its declared Content-Length (as body_limit.body_headers)."""
     found: dict[str, str] = {}
-    timeout = None
+    timeout = declared = None
+    has_body = False
     for name, value in scope["headers"]:
         if name in _READ_HEADERS:
             if name == DEADLINE_HEADER_KEY:
                 if timeout is None:
                     timeout = value  # the first one counts
                 continue
+            if name in _BODY_HEADERS:
+                has_body = True
+                if name == CONTENT_LENGTH:
+                    declared = value  # the last one counts, as in body_headers
+                continue
             key = name.decode()
             text = value.decode("latin-1")
             # Repeated baggage headers are one list; the propagator reads a single value.
             found[key] = f"{found[key]},{text}" if key in found else text
-    return found, timeout
+    return found, timeout, has_body, declared
 
 
 def route_template(scope: Scope) -> str:
@@ -121,16 +132,19 @@ class ObserveRequests:
         *,
         tracer: trace.Tracer | None,
         duration: Histogram,
-        active: Gauge,
+        active: ActiveRequests,
         unobserved_paths: Collection[str],
         log_requests: bool,
+        max_body_bytes: int,
         connection_attributes: bool = False,
     ) -> None:
-        """``tracer`` None leaves the server span to FastAPI's own telemetry."""
+        """``tracer`` None leaves the server span to FastAPI's own telemetry; requests run
+        ``app`` within the body limit of ``max_body_bytes``."""
         self.app = app
+        self._body_limit = BodyLimit(app, max_body_bytes=max_body_bytes)
         self._tracer = tracer
         self._duration = duration
-        self._active = active
+        self._active = active.by_method
         self._unobserved = frozenset(unobserved_paths)
         self._log_requests = log_requests
         self._connection_attributes = connection_attributes
@@ -138,25 +152,23 @@ class ObserveRequests:
         self._access_log = access_logger()
         self._error_log = structlog.get_logger(__name__).bind()
         # Label lookups validate and lock; the few label combinations are cached here instead.
-        self._active_by_method: dict[str, Gauge] = {}
         self._duration_by_labels: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (
-            scope["path"] in self._unobserved and scope["method"] in PROBE_METHODS
-        ):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"] in self._unobserved and scope["method"] in PROBE_METHODS:
+            await self._body_limit(scope, receive, send)
             return
         method = scope["method"] if scope["method"] in KNOWN_METHODS else "_OTHER"
         status = 500
         error_type = ""
-        active = self._active_by_method.get(method)
-        if active is None:
-            active = self._active_by_method[method] = self._active.labels(method)
-        active.inc()
+        active = self._active
+        active[method] = active.get(method, 0) + 1  # read at scrape time (active_requests.py)
         span: trace.Span | None = None
         token = None
-        carrier, timeout = read_headers(scope)
+        carrier, timeout, has_body, declared_length = read_headers(scope)
         if self._tracer is not None:
             parent = propagate.extract(carrier) if carrier else otel_context.Context()
             attributes = _server_attributes(scope, method)
@@ -184,7 +196,8 @@ class ObserveRequests:
 
         deadline = None if timeout is None else enter_deadline(timeout)  # X-Request-Timeout
         try:
-            await self.app(scope, receive, send_and_note_status)
+            app = self._body_limit.app_for(has_body, declared_length)
+            await app(scope, receive, send_and_note_status)
         except Exception as error:
             # Answered here, while the request's span is still current, so the log line and
             # the problem carry its trace id. Starlette's outer error middleware would run
@@ -199,7 +212,7 @@ class ObserveRequests:
             await send_internal_error(scope, send)
         finally:
             elapsed = time.perf_counter() - started
-            active.dec()
+            active[method] -= 1
             route = route_template(scope)
             exemplar = (
                 current_exemplar() if span is None else span_exemplar(span.get_span_context())

@@ -26,7 +26,6 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 
 from .baggage_fields import BaggageSpanAttributes
-from .body_limit import BodyLimit
 from .downstreams import Downstream, Downstreams, ResolverFor
 from .health import HealthRegistry
 from .health import router as health_router
@@ -183,9 +182,9 @@ class Service:
                     active=metrics.server_active,
                     unobserved_paths=UNOBSERVED_PATHS,
                     log_requests=settings.access_log,
+                    max_body_bytes=settings.max_request_body_bytes,
                     connection_attributes=settings.trace_connection_attributes,
                 ),
-                Middleware(BodyLimit, max_body_bytes=settings.max_request_body_bytes),
             ],
         )
         app.state.service = self
