@@ -29,6 +29,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
@@ -39,6 +40,11 @@ from .static_sampling import StaticDecisions, static_decisions
 # The SDK's warnings, from the SDK's logger, for what it refuses.
 _sdk_log = logging.getLogger("opentelemetry.sdk.trace")
 _SCALARS = frozenset((str, bool, int, float))
+_SAMPLED = trace_api.TraceFlags.SAMPLED
+_RANDOM_TRACE_ID = trace_api.TraceFlags.RANDOM_TRACE_ID
+_NO_TRACE_STATE = trace_api.DEFAULT_TRACE_STATE
+_MAX_TRACE_ID = (1 << 128) - 1
+_MAX_SPAN_ID = (1 << 64) - 1
 _FLAGS = {
     (sampled, random): trace_api.TraceFlags(
         (trace_api.TraceFlags.SAMPLED if sampled else 0)
@@ -244,11 +250,12 @@ class DirectTracer(trace_api.Tracer):
         self._expected = expected_processors
 
     def _direct(self, links: Sequence[trace_api.Link]) -> bool:
-        if links and (
-            (self.max_links is not None and len(links) > self.max_links)
-            or any(link.attributes for link in links)
-        ):
-            return False
+        if links:
+            if self.max_links is not None and len(links) > self.max_links:
+                return False
+            for link in links:
+                if link.attributes:
+                    return False
         return self._expected is None or self._processors._span_processors is self._expected
 
     def start_span(
@@ -306,19 +313,26 @@ class DirectTracer(trace_api.Tracer):
     ) -> Sampled | trace_api.NonRecordingSpan:
         """``LeanTracer.sample`` for a sampler whose decision depends on the parent only:
         the same ids, flags and trace state, the sampler not called (static_sampling.py)."""
-        parent: trace_api.SpanContext | None = trace_api.get_current_span(
-            context
-        ).get_span_context()
+        # trace_api.get_current_span(context).get_span_context(), without its two calls.
+        current = (context if context is not None else context_api.get_current()).get(_SPAN_KEY)
+        parent: trace_api.SpanContext | None = (
+            current.get_span_context() if isinstance(current, trace_api.Span) else None
+        )
         if parent is None or not parent.is_valid:
             parent, trace_id, random = None, self._trace_id(), self._random_ids
-            sampled, state = decisions.root, None
+            sampled, state = decisions.root, _NO_TRACE_STATE
         else:
-            flags = parent.trace_flags
-            trace_id, random = parent.trace_id, flags.random_trace_id
-            sampled = decisions.sampled(parent.is_remote, flags.sampled)
-            state = parent.trace_state
-        span_context = trace_api.SpanContext(
-            trace_id, self._span_id(), False, _FLAGS[sampled, random], state
+            # SpanContext is a tuple (trace id, span id, remote, flags, state, valid).
+            trace_id, _, remote, flags, state, _ = parent
+            random = bool(flags & _RANDOM_TRACE_ID)
+            sampled = decisions.sampled(remote, bool(flags & _SAMPLED))
+        span_id = self._span_id()
+        # What SpanContext(...) makes, less its argument checks: the flags are TraceFlags
+        # and the state a TraceState already.
+        valid = 0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID
+        span_context = tuple.__new__(
+            trace_api.SpanContext,
+            (trace_id, span_id, False, _FLAGS[sampled, random], state, valid),
         )
         if not sampled:
             return trace_api.NonRecordingSpan(span_context)

@@ -3,8 +3,8 @@ would, requests (the SDK's default) everywhere else.
 
 Posting a batch of 512 spans through requests costs about 2.6 us of CPU per span on the export
 thread, which holds the interpreter lock meanwhile; through urllib3, the library requests
-itself sends with, about half that (benchmarks/bench_export.py prints both). What requests adds is its
-environment: proxies (``HTTP_PROXY``, ``NO_PROXY``), its own CA bundle (certifi,
+itself sends with, about half that (benchmarks/bench_export.py prints both). What requests
+adds is its environment: proxies (``HTTP_PROXY``, ``NO_PROXY``), its own CA bundle (certifi,
 ``REQUESTS_CA_BUNDLE``), ``.netrc`` credentials. So urllib3 is used only for a plain
 ``http://`` endpoint that no proxy applies to, with no credentials configured and no
 session of a credential provider; an ``https://`` endpoint, a proxy or a provider keeps

@@ -43,6 +43,9 @@ _TRACE_ID_TAG, _SPAN_ID_TAG, _PARENT_ID_TAG = 0x0A10, 0x1208, 0x2208
 _PARENT_ID = struct.Struct(">HQ").pack
 _TIMES = struct.Struct("<BQBQ").pack
 _LOW_64 = (1 << 64) - 1
+_LINK_FIELD = b"\x6a\x21"  # links (13), 33 bytes: the ids (28) and the flags (5)
+_LINK_FLAGS = b"\x35" + _FIXED32(_HAS_IS_REMOTE)
+_REMOTE_LINK_FLAGS = b"\x35" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 _KIND_FIELD = {kind: b"\x30" + bytes([number]) for kind, number in _KIND.items()}
 
 
@@ -188,10 +191,10 @@ class SpanEncoder:
         if attributes:
             parts.append(self._attributes(b"\x4a", attributes))
         for link in links:
-            linked = link.context
-            body = b"\x0a\x10" + linked.trace_id.to_bytes(16, "big")
-            body += b"\x12\x08" + linked.span_id.to_bytes(8, "big")
-            parts.append(_field(b"\x6a", body + b"\x35" + _FIXED32(_flags(linked))))
+            trace_id, span_id, remote, _, _, _ = link.context  # a tuple: no property calls
+            body = _IDS(_TRACE_ID_TAG, trace_id >> 64, trace_id & _LOW_64, _SPAN_ID_TAG, span_id)
+            # A link without attributes: ids and flags, always 33 bytes.
+            parts.append(_LINK_FIELD + body + (_REMOTE_LINK_FLAGS if remote else _LINK_FLAGS))
         parts.append(b"\x7a\x00")  # an unset status
         parts.append(_REMOTE_PARENT_FLAGS if parent is not None and parent.is_remote else _FLAGS)
         return b"".join(parts)

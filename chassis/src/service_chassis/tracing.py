@@ -117,10 +117,9 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
         self.encoder = exporter.encoder
         self._encode = exporter.encoder.encode_span
         self._said = False
-
-    def emit_encoded(self, encoded: EncodedSpan) -> None:
-        """Queue a span encoded elsewhere (direct_spans.py), as ``on_end`` queues its own."""
-        self._batch_processor.emit(encoded)  # type: ignore[arg-type]
+        # Queues a span encoded elsewhere (direct_spans.py), as on_end queues its own: the
+        # queue's own method, one call less per span.
+        self.emit_encoded: Callable[[EncodedSpan], None] = self._batch_processor.emit  # type: ignore[assignment]
 
     def on_end(self, span: ReadableSpan) -> None:
         if not (span.context and span.context.trace_flags.sampled):
