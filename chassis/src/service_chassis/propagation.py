@@ -208,6 +208,7 @@ def install_propagators() -> None:
 # A traceparent as this module writes it: anything else takes the propagator's own path.
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE_ID, _ZERO_SPAN_ID = "0" * 32, "0" * 16
+_TRACE_FLAGS = [trace.TraceFlags(value) for value in range(256)]
 
 
 def _direct() -> list[TextMapPropagator] | None:
@@ -271,10 +272,16 @@ def _traceparent(
     trace_id, span_id, flags = match.groups()
     if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
         return context
-    remote = trace.SpanContext(
-        int(trace_id, 16),
-        int(span_id, 16),
-        is_remote=True,
-        trace_flags=trace.TraceFlags(int(flags, 16)),
+    # SpanContext(...) less its checks: the pattern admits only valid, non-zero ids.
+    remote = tuple.__new__(
+        trace.SpanContext,
+        (
+            int(trace_id, 16),
+            int(span_id, 16),
+            True,
+            _TRACE_FLAGS[int(flags, 16)],
+            trace.DEFAULT_TRACE_STATE,
+            True,
+        ),
     )
     return trace.set_span_in_context(trace.NonRecordingSpan(remote), context)
