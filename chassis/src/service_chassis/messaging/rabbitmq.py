@@ -143,6 +143,14 @@ class RabbitTransport(BrokerLifecycle):
     async def keep_alive(self, message: StreamMessage[Any]) -> None:
         """Nothing to do: RabbitMQ waits for the ack as long as the channel is open."""
 
+    async def is_connected(self) -> bool:
+        if not await super().is_connected():
+            return False
+        # After an outage the connection comes back before its channels are reopened; until
+        # the publishing channel is, a publish fails (ChannelInvalidStateError): not ready.
+        channel = self.broker._channel
+        return channel is not None and not channel.is_closed
+
 
 def build_transport(settings: MessagingSettings, telemetry: Telemetry | None) -> RabbitTransport:
     return RabbitTransport(settings, telemetry)
