@@ -11,14 +11,12 @@ rounds and the ratio are printed. The sink is a separate process that reads and 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench_support import SINK, free_port  # benchmarks/ is on sys.path when run
+from bench_support import running_sink  # benchmarks/ is on sys.path when run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -37,15 +35,7 @@ def main() -> int:
     parser.add_argument("--posts", type=int, default=20)
     options = parser.parse_args()
 
-    port = free_port()
-    sink = subprocess.Popen(
-        [sys.executable, "-c", SINK],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.5)
+    with running_sink() as port:
         endpoint = f"http://127.0.0.1:{port}/v1/traces"
         exporters = {
             "requests": FastHttpSpanExporter(endpoint=endpoint),
@@ -71,9 +61,6 @@ def main() -> int:
                     assert exporter._client.export(payload).success
                 elapsed = time.thread_time() - started
                 per_span[name].append(elapsed / options.posts / options.batch * 1e6)
-    finally:
-        sink.terminate()
-        sink.wait(timeout=10)
     medians = {name: statistics.median(values) for name, values in per_span.items()}
     print(f"{options.batch} spans per post ({len(payload)} bytes), {options.rounds} rounds:")
     for name, value in medians.items():

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from bench_support import SINK, free_port  # scripts/ is on sys.path when run
+from bench_support import free_port, running_sink  # scripts/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 # The sample service (tests/sample/), built on the chassis exactly as a bake is.
@@ -227,10 +227,8 @@ def main() -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (or brew install wrk)")
 
-    sink_port = free_port()
-    sink = start([sys.executable, "-c", SINK], {"PORT": str(sink_port)})
     runs: dict[str, list[Run]] = {name: [] for name in VARIANTS}
-    try:
+    with running_sink() as sink_port:
         for round_number in range(1, options.rounds + 1):
             # Each round starts one variant later, so none is always first after a pause.
             shift = (round_number - 1) % len(VARIANTS)
@@ -247,8 +245,6 @@ def main() -> int:
                 f"round {round_number}: {figures} req/s; everything on {ratio:.2f} of bare",
                 flush=True,
             )
-    finally:
-        stop(sink)
 
     results = {name: summary(name_runs) for name, name_runs in runs.items()}
     bare = results["bare FastAPI"]

@@ -24,7 +24,6 @@ import gc
 import importlib
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_support import SINK, free_port  # scripts/ is on sys.path when run
+from bench_support import running_sink  # scripts/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -193,18 +192,8 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    sink_port = free_port()
-    sink = subprocess.Popen(
-        [sys.executable, "-c", SINK],
-        env={**os.environ, "PORT": str(sink_port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with running_sink() as sink_port:
         plain, traced = asyncio.run(bench(options, f"http://127.0.0.1:{sink_port}"))
-    finally:
-        sink.terminate()
-        sink.wait(timeout=10)
 
     print(
         f"\n{BROKER}, {options.messages} events x {options.rounds} rounds, "

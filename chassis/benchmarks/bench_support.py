@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # Accepts OTLP/HTTP exports and discards them, so a traced run pays the real export cost.
 SINK = textwrap.dedent(
@@ -30,3 +36,29 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def running_sink() -> Iterator[int]:
+    """The OTLP sink in a process of its own, accepting on the port yielded, stopped after."""
+    port = free_port()
+    sink = subprocess.Popen(
+        [sys.executable, "-c", SINK],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if sink.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the OTLP sink did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)

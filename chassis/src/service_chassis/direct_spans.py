@@ -28,31 +28,15 @@ from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
-from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
 from .lean_spans import LeanSpan, LeanTracer, Sampled, lean_tracer
 from .span_encoding import EncodedSpan, SpanEncoder
-from .static_sampling import StaticDecisions, static_decisions
 
 # The SDK's warnings, from the SDK's logger, for what it refuses.
 _sdk_log = logging.getLogger("opentelemetry.sdk.trace")
 _SCALARS = frozenset((str, bool, int, float))
-_SAMPLED = trace_api.TraceFlags.SAMPLED
-_RANDOM_TRACE_ID = trace_api.TraceFlags.RANDOM_TRACE_ID
-_NO_TRACE_STATE = trace_api.DEFAULT_TRACE_STATE
-_MAX_TRACE_ID = (1 << 128) - 1
-_MAX_SPAN_ID = (1 << 64) - 1
-_FLAGS = {
-    (sampled, random): trace_api.TraceFlags(
-        (trace_api.TraceFlags.SAMPLED if sampled else 0)
-        | (trace_api.TraceFlags.RANDOM_TRACE_ID if random else 0)
-    )
-    for sampled in (False, True)
-    for random in (False, True)
-}
 
 Sink = Callable[[EncodedSpan], None]
 
@@ -240,12 +224,6 @@ class DirectTracer(trace_api.Tracer):
         self.max_attribute_length = limits.max_span_attribute_length
         self.max_links = limits.max_links
         self._processors = provider._active_span_processor
-        self._decisions = static_decisions(lean.sampler)
-        self._trace_id = lean.id_generator.generate_trace_id
-        self._span_id = lean.id_generator.generate_span_id
-        self._random_ids = lean.id_generator.is_trace_id_random()
-        # What the SDK's (no-op) tracer metrics give each span to call when it ends.
-        self._end_metrics = lean._tracer_metrics.start_span(None, Decision.RECORD_AND_SAMPLE)
         # None in tests, which check the spans' bytes whatever the provider's processors.
         self._expected = expected_processors
 
@@ -282,12 +260,7 @@ class DirectTracer(trace_api.Tracer):
                 record_exception,
                 set_status_on_exception,
             )
-        decisions = self._decisions
-        sampled = (
-            self._sample(decisions, context, attributes)
-            if decisions is not None
-            else lean.sample(name, context, kind, attributes, links)
-        )
+        sampled = lean.sample(name, context, kind, attributes, links)
         if isinstance(sampled, trace_api.NonRecordingSpan):
             return sampled
         span = DirectSpan(
@@ -304,39 +277,6 @@ class DirectTracer(trace_api.Tracer):
         if sampled.attributes:
             span.set_attributes(sampled.attributes)
         return span
-
-    def _sample(
-        self,
-        decisions: StaticDecisions,
-        context: context_api.Context | None,
-        attributes: types.Attributes,
-    ) -> Sampled | trace_api.NonRecordingSpan:
-        """``LeanTracer.sample`` for a sampler whose decision depends on the parent only:
-        the same ids, flags and trace state, the sampler not called (static_sampling.py)."""
-        # trace_api.get_current_span(context).get_span_context(), without its two calls.
-        current = (context if context is not None else context_api.get_current()).get(_SPAN_KEY)
-        parent: trace_api.SpanContext | None = (
-            current.get_span_context() if isinstance(current, trace_api.Span) else None
-        )
-        if parent is None or not parent.is_valid:
-            parent, trace_id, random = None, self._trace_id(), self._random_ids
-            sampled, state = decisions.root, _NO_TRACE_STATE
-        else:
-            # SpanContext is a tuple (trace id, span id, remote, flags, state, valid).
-            trace_id, _, remote, flags, state, _ = parent
-            random = bool(flags & _RANDOM_TRACE_ID)
-            sampled = decisions.sampled(remote, bool(flags & _SAMPLED))
-        span_id = self._span_id()
-        # What SpanContext(...) makes, less its argument checks: the flags are TraceFlags
-        # and the state a TraceState already.
-        valid = 0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID
-        span_context = tuple.__new__(
-            trace_api.SpanContext,
-            (trace_id, span_id, False, _FLAGS[sampled, random], state, valid),
-        )
-        if not sampled:
-            return trace_api.NonRecordingSpan(span_context)
-        return Sampled(parent, span_context, attributes, self._end_metrics)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
         return self.lean.start_as_current_span(*args, **kwargs)

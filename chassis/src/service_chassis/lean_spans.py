@@ -31,11 +31,13 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationInfo, InstrumentationScope
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
+
+from .static_sampling import StaticDecisions, static_decisions
 
 _UNSET = Status(StatusCode.UNSET)
 _SCALARS = (str, bool, int, float)
@@ -161,6 +163,9 @@ class Sampled(NamedTuple):
 class LeanTracer(SdkTracer):
     """The SDK tracer's ``start_span``, making ``LeanSpan``s."""
 
+    # The sampler's decision table when it depends on the parent only (lean_tracer sets it).
+    _decisions: StaticDecisions | None = None
+
     def start_span(
         self,
         name: str,
@@ -202,8 +207,20 @@ class LeanTracer(SdkTracer):
         else:
             trace_id = current.trace_id
             random_trace_id = current.trace_flags.random_trace_id
-        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        decision: Any = result.decision  # the SDK's Decision methods are untyped
+        decision: Any  # the SDK's Decision methods are untyped
+        decisions = self._decisions
+        if decisions is None:
+            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            decision, trace_state = result.decision, result.trace_state
+            attributes = result.attributes
+        else:  # the sampler's answer without calling it (static_sampling.py)
+            sampled = (
+                decisions.root
+                if parent is None
+                else decisions.sampled(parent.is_remote, parent.trace_flags.sampled)
+            )
+            decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP
+            trace_state = None if parent is None else parent.trace_state
         flags = trace_api.TraceFlags.SAMPLED if decision.is_sampled() else 0
         if random_trace_id:
             flags |= trace_api.TraceFlags.RANDOM_TRACE_ID
@@ -212,12 +229,12 @@ class LeanTracer(SdkTracer):
             self.id_generator.generate_span_id(),
             is_remote=False,
             trace_flags=trace_api.TraceFlags(flags),
-            trace_state=result.trace_state,
+            trace_state=trace_state,
         )
         record_end_metrics = self._tracer_metrics.start_span(parent, decision)
         if not decision.is_recording():
             return trace_api.NonRecordingSpan(context=span_context)
-        return Sampled(parent, span_context, result.attributes, record_end_metrics)
+        return Sampled(parent, span_context, attributes, record_end_metrics)
 
     def new_span(
         self,
@@ -257,4 +274,5 @@ def lean_tracer(
         return tracer  # a no-op tracer (OTEL_SDK_DISABLED) or another SDK: as it is
     lean = LeanTracer.__new__(LeanTracer)
     lean.__dict__.update(tracer.__dict__)
+    lean._decisions = static_decisions(lean.sampler)
     return lean
