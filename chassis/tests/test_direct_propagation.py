@@ -107,6 +107,9 @@ def test_inject_writes_what_the_propagators_write(
     carrier: dict[str, str] = {}
     propagation.inject(carrier, context)
     assert list(carrier.items()) == list(injected(context).items())
+    given_context: dict[str, str] = {}  # the caller handing over the span's context it has
+    propagation.inject(given_context, context, span_context)
+    assert given_context == carrier
 
 
 def test_other_propagators_are_used_as_they_are() -> None:

@@ -40,6 +40,18 @@ from opentelemetry.util import types
 from .static_sampling import StaticDecisions, static_decisions
 
 _UNSET = Status(StatusCode.UNSET)
+_DEFAULT_TRACE_STATE = trace_api.DEFAULT_TRACE_STATE
+_MAX_TRACE_ID = 2**128 - 1
+_MAX_SPAN_ID = 2**64 - 1
+# The trace flags of a span by (sampled, random trace id), made once.
+_FLAGS = {
+    (sampled, random): trace_api.TraceFlags(
+        (trace_api.TraceFlags.SAMPLED if sampled else 0)
+        | (trace_api.TraceFlags.RANDOM_TRACE_ID if random else 0)
+    )
+    for sampled in (False, True)
+    for random in (False, True)
+}
 _SCALARS = (str, bool, int, float)
 
 
@@ -207,20 +219,13 @@ class LeanTracer(SdkTracer):
         else:
             trace_id = current.trace_id
             random_trace_id = current.trace_flags.random_trace_id
-        decision: Any  # the SDK's Decision methods are untyped
         decisions = self._decisions
-        if decisions is None:
-            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-            decision, trace_state = result.decision, result.trace_state
-            attributes = result.attributes
-        else:  # the sampler's answer without calling it (static_sampling.py)
-            sampled = (
-                decisions.root
-                if parent is None
-                else decisions.sampled(parent.is_remote, parent.trace_flags.sampled)
-            )
-            decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP
-            trace_state = None if parent is None else parent.trace_state
+        if decisions is not None:  # the sampler's answer without calling it (static_sampling.py)
+            return self._sample_static(decisions, parent, trace_id, random_trace_id, attributes)
+        decision: Any  # the SDK's Decision methods are untyped
+        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        decision, trace_state = result.decision, result.trace_state
+        attributes = result.attributes
         flags = trace_api.TraceFlags.SAMPLED if decision.is_sampled() else 0
         if random_trace_id:
             flags |= trace_api.TraceFlags.RANDOM_TRACE_ID
@@ -233,6 +238,40 @@ class LeanTracer(SdkTracer):
         )
         record_end_metrics = self._tracer_metrics.start_span(parent, decision)
         if not decision.is_recording():
+            return trace_api.NonRecordingSpan(context=span_context)
+        return Sampled(parent, span_context, attributes, record_end_metrics)
+
+    def _sample_static(
+        self,
+        decisions: StaticDecisions,
+        parent: trace_api.SpanContext | None,
+        trace_id: int,
+        random_trace_id: bool,
+        attributes: types.Attributes,
+    ) -> Sampled | trace_api.NonRecordingSpan:
+        """``sample`` for a sampler whose decision is a table lookup: the same span context,
+        made without the enum's methods and ``SpanContext``'s checks (the validity is
+        worked out here as ``SpanContext`` works it out)."""
+        if parent is None:
+            sampled, trace_state = decisions.root, _DEFAULT_TRACE_STATE
+        else:
+            sampled = decisions.sampled(parent.is_remote, parent.trace_flags.sampled)
+            trace_state = parent.trace_state  # never None: SpanContext fills in the default
+        span_id = self.id_generator.generate_span_id()
+        span_context = tuple.__new__(
+            trace_api.SpanContext,
+            (
+                trace_id,
+                span_id,
+                False,
+                _FLAGS[sampled, random_trace_id],
+                trace_state,
+                0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID,
+            ),
+        )
+        decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP
+        record_end_metrics = self._tracer_metrics.start_span(parent, decision)
+        if not sampled:
             return trace_api.NonRecordingSpan(context=span_context)
         return Sampled(parent, span_context, attributes, record_end_metrics)
 

@@ -219,10 +219,15 @@ def _direct() -> list[TextMapPropagator] | None:
     return installed[1]
 
 
-def inject(carrier: MutableMapping[str, str], context: Context) -> None:
+def inject(
+    carrier: MutableMapping[str, str],
+    context: Context,
+    span_context: trace.SpanContext | None = None,
+) -> None:
     """Exactly what ``propagate.inject(carrier, context)`` writes; with this module's
     propagators, ``traceparent`` is formatted directly (the composite, the setter and the
-    span lookups cost more than the header)."""
+    span lookups cost more than the header). ``span_context``, when given, is that of the
+    span ``context`` holds, which the caller already has."""
     propagators = _direct()
     if propagators is None:
         propagate.inject(carrier, context)
@@ -233,7 +238,8 @@ def inject(carrier: MutableMapping[str, str], context: Context) -> None:
         if type(propagator) is not W3CTraceContextPropagator:
             propagator.inject(carrier, context)
             continue
-        span_context = trace.get_current_span(context).get_span_context()
+        if span_context is None:
+            span_context = trace.get_current_span(context).get_span_context()
         if span_context == trace.INVALID_SPAN_CONTEXT:
             continue
         carrier["traceparent"] = (

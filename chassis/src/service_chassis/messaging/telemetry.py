@@ -217,7 +217,7 @@ class MessagingTelemetry:
             attributes={**route.attributes, "messaging.message.id": message_id},
         )
         context = trace.set_span_in_context(span)
-        inject(headers, context)
+        inject(headers, context, span.get_span_context())
         return Operation(route, span, context)
 
     def processing(
