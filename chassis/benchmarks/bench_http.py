@@ -15,14 +15,21 @@ Every round starts a fresh server process per variant (warmed up, measured, stop
 shared or small machine one process can run 15-30 % slower than another for minutes, and with
 one process per variant for the whole run that slowness would land on one variant in every
 round, which alternating cannot cancel. Started afresh, it spreads over all of them.
+``--granian`` adds bare FastAPI and the service (everything on) served by Granian
+(``bench_apps.py``'s factories; one worker, uvloop, HTTP/1.1), to compare the servers: the CPU
+per request then counts Granian's worker process and its threads. Granian is not a dependency
+of the chassis: install it to compare (``uv pip install granian==2.8.9``).
 Needs ``wrk`` (Debian: apt-get install wrk).
 
-    cd chassis && ../.venv/bin/python benchmarks/bench_http.py [--rounds 3] [--seconds 10]
+    cd chassis && ../.venv/bin/python benchmarks/bench_http.py [--rounds 3] [--seconds 10] \
+        [--granian]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import os
 import re
 import shutil
@@ -46,24 +53,16 @@ PACKAGE = "tests.sample"
 # the order the service installs them), nothing else: the difference is the chassis.
 BARE_APP = textwrap.dedent(
     """
-    import importlib, os, pkgutil, sys
+    import os
     import uvicorn
-    from fastapi import FastAPI
-    from {package} import example
-    from {package}.example import items
+    from bench_apps import bare
 
-    app = FastAPI()
-    app.state.items = items.ItemStore()
-    for module in pkgutil.iter_modules(example.__path__):
-        name = f"{{example.__name__}}.{{module.name}}"
-        router = getattr(importlib.import_module(name), "router", None)
-        if router is not None:
-            app.include_router(router)
-
-    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["HTTP_PORT"]),
+    uvicorn.run(bare(), host="127.0.0.1", port=int(os.environ["HTTP_PORT"]),
                 log_config=None, access_log=False, server_header=False)
     """
 )
+# --granian: both apps under Granian (one worker, uvloop, HTTP/1.1), to compare servers.
+GRANIAN_VERSION = "2.8.9"
 
 
 EVERYTHING_ON = "service, everything on"
@@ -75,6 +74,7 @@ VARIANTS = (
     "service, spans not exported",
     "service, + connection attrs",
 )
+GRANIAN_VARIANTS = ("bare FastAPI, Granian", "service, Granian")
 TARGET_RATIO = 0.70
 TARGET_P99 = 1.5
 
@@ -143,12 +143,19 @@ def summary(runs: list[Run]) -> Run:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    """User and system CPU time of a process and its children so far (Linux /proc; 0
+    elsewhere): Granian serves from a worker process it starts."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = []
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            children += (task / "children").read_text().split()
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def measured(url: str, pid: int, seconds: int, connections: int) -> Run:
@@ -173,16 +180,33 @@ def service_env(port: int, **overrides: str) -> dict[str, str]:
     }
 
 
-def server_command(name: str, port: int, sink_port: int) -> tuple[list[str], dict[str, str]]:
-    """How to start the server of one variant on ``port``, exporting to the sink's."""
-    if name == "bare FastAPI":
-        env = {"HTTP_PORT": str(port), "PYTHONPATH": str(ROOT / "src")}
-        return [sys.executable, "-c", BARE_APP.format(package=PACKAGE)], env
-    exported = {
+def _path() -> str:
+    """The chassis and the benchmarks' own modules (bench_apps), for a server process."""
+    return os.pathsep.join((str(ROOT / "src"), str(ROOT / "benchmarks"), str(ROOT)))
+
+
+def _exported(sink_port: int) -> dict[str, str]:
+    return {
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
     }
+
+
+def server_command(name: str, port: int, sink_port: int) -> tuple[list[str], dict[str, str]]:
+    """How to start the server of one variant on ``port``, exporting to the sink's."""
+    if name == "bare FastAPI":
+        env = {"HTTP_PORT": str(port), "PYTHONPATH": _path()}
+        return [sys.executable, "-c", BARE_APP], env
+    if name in GRANIAN_VARIANTS:
+        factory = "bare" if name == "bare FastAPI, Granian" else "service"
+        command = [
+            *(sys.executable, "-m", "granian", "--interface", "asgi", "--factory"),
+            *(f"bench_apps:{factory}", "--host", "127.0.0.1", "--port", str(port)),
+            *("--workers", "1", "--loop", "uvloop", "--http", "1", "--no-ws"),
+        ]
+        return command, {**service_env(port, **_exported(sink_port)), "PYTHONPATH": _path()}
+    exported = _exported(sink_port)
     extra = {
         EVERYTHING_ON: {},
         "service, sampled at 10 %": {
@@ -223,20 +247,30 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--granian",
+        action="store_true",
+        help="also serve bare FastAPI and the service (everything on) under Granian",
+    )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (or brew install wrk)")
+    variants = VARIANTS
+    if options.granian:
+        if importlib.util.find_spec("granian") is None:
+            raise SystemExit(f"--granian needs Granian: uv pip install granian=={GRANIAN_VERSION}")
+        variants += GRANIAN_VARIANTS
 
-    runs: dict[str, list[Run]] = {name: [] for name in VARIANTS}
+    runs: dict[str, list[Run]] = {name: [] for name in variants}
     with running_sink() as sink_port:
         for round_number in range(1, options.rounds + 1):
             # Each round starts one variant later, so none is always first after a pause.
-            shift = (round_number - 1) % len(VARIANTS)
-            for name in VARIANTS[shift:] + VARIANTS[:shift]:
+            shift = (round_number - 1) % len(variants)
+            for name in variants[shift:] + variants[:shift]:
                 runs[name].append(
                     measure_fresh(name, sink_port, options.seconds, options.connections)
                 )
-            figures = ", ".join(f"{runs[name][-1].requests_per_second:.0f}" for name in VARIANTS)
+            figures = ", ".join(f"{runs[name][-1].requests_per_second:.0f}" for name in variants)
             ratio = (
                 runs[EVERYTHING_ON][-1].requests_per_second
                 / runs["bare FastAPI"][-1].requests_per_second
@@ -269,6 +303,17 @@ def main() -> int:
         for service_run, bare_run in zip(runs[EVERYTHING_ON], runs["bare FastAPI"], strict=True)
     ]
     print(f"everything on, round by round: {', '.join(f'{r:.2f}' for r in per_round)} of bare")
+    if options.granian:
+        granian, bare_granian = results["service, Granian"], results[GRANIAN_VARIANTS[0]]
+        uvicorn = results[EVERYTHING_ON]
+        rate = granian.requests_per_second
+        print(
+            f"under Granian: the service at {rate:.0f} req/s, "
+            f"{rate / bare_granian.requests_per_second:.2f} of bare FastAPI under Granian, "
+            f"{rate / uvicorn.requests_per_second:.2f} x the service under uvicorn; "
+            f"{granian.cpu_us:.0f} us of CPU per request "
+            f"(under uvicorn {uvicorn.cpu_us:.0f})"
+        )
     on = results[EVERYTHING_ON]
     ratio, p99 = on.requests_per_second / bare.requests_per_second, on.p99_ms / bare.p99_ms
     for what, met in (

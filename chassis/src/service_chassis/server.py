@@ -82,24 +82,7 @@ def run(create_app: AppFactory, settings_class: Callable[[], ServiceSettings]) -
     Settings it cannot start with end the process with one line per bad variable on stderr and
     exit status 78, before anything is served.
     """
-    try:
-        settings = settings_class()
-    except ValidationError as error:
-        settings_type = settings_class if isinstance(settings_class, type) else ServiceSettings
-        _refuse(from_validation(error, settings_type))
-    configure_logging(
-        service=settings.service_name,
-        level=settings.log_level,
-        log_format=settings.log_format,
-        baggage_keys=settings.baggage_keys,
-    )
-    try:
-        provider: TracerProvider = build_tracer_provider(settings)
-        # Global too, so code that calls trace.get_tracer() shares the service's provider.
-        trace.set_tracer_provider(provider)
-        app = create_app(settings, tracer_provider=provider)
-    except ConfigurationError as error:
-        _refuse(error)
+    settings, provider, app = prepare(create_app, settings_class)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -124,6 +107,32 @@ def run(create_app: AppFactory, settings_class: Callable[[], ServiceSettings]) -
     gc.freeze()
     server.run()
     provider.shutdown()
+
+
+def prepare(
+    create_app: AppFactory, settings_class: Callable[[], ServiceSettings]
+) -> tuple[ServiceSettings, TracerProvider, FastAPI]:
+    """The settings, the logs, the tracer provider (also the global one) and the app, as
+    ``run`` serves them; bad settings end the process as ``run`` says."""
+    try:
+        settings = settings_class()
+    except ValidationError as error:
+        settings_type = settings_class if isinstance(settings_class, type) else ServiceSettings
+        _refuse(from_validation(error, settings_type))
+    configure_logging(
+        service=settings.service_name,
+        level=settings.log_level,
+        log_format=settings.log_format,
+        baggage_keys=settings.baggage_keys,
+    )
+    try:
+        provider: TracerProvider = build_tracer_provider(settings)
+        # Global too, so code that calls trace.get_tracer() shares the service's provider.
+        trace.set_tracer_provider(provider)
+        app = create_app(settings, tracer_provider=provider)
+    except ConfigurationError as error:
+        _refuse(error)
+    return settings, provider, app
 
 
 def _refuse(error: ConfigurationError) -> NoReturn:
