@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
@@ -49,10 +48,11 @@ _REMOTE_LINK_FLAGS = b"\x35" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 _KIND_FIELD = {kind: b"\x30" + bytes([number]) for kind, number in _KIND.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedSpan:
+class EncodedSpan(NamedTuple):
     """A finished span as its ``Span`` message, encoded when it ended: a queued span then
-    holds a few bytes instead of the span's objects (tracing.EncodingBatchSpanProcessor)."""
+    holds a few bytes instead of the span's objects (tracing.EncodingBatchSpanProcessor).
+    A named tuple: made once per span, and a tuple is made in half the time of a frozen
+    dataclass."""
 
     resource: Resource
     scope: InstrumentationScope | None
