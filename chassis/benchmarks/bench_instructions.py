@@ -58,31 +58,18 @@ def _http_app() -> Any:
         OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
     )
-    if os.environ.get("BENCH_BARE"):
-        from fastapi import FastAPI
-        from tests.sample.example import downstream, events, items
+    import bench_apps  # the apps bench_http.py serves
 
-        bare = FastAPI()
-        bare.state.items = items.ItemStore()
-        for router in (downstream.router, events.router, items.router):
-            bare.include_router(router)
-        return bare
+    if os.environ.get("BENCH_BARE"):
+        return bench_apps.bare()
     from tests.sample.app import create_app
     from tests.sample.settings import Settings
 
-    from service_chassis.logs import configure_logging
-    from service_chassis.tracing import build_tracer_provider
+    from service_chassis.server import prepare
 
-    settings = Settings()
-    configure_logging(
-        service=settings.service_name,
-        level=settings.log_level,
-        log_format=settings.log_format,
-        baggage_keys=settings.baggage_keys,
-    )
-    provider = build_tracer_provider(settings)
+    _, provider, app = prepare(create_app, Settings)
     _no_posts(provider)
-    return create_app(settings, tracer_provider=provider)
+    return app
 
 
 def _no_posts(provider: Any) -> None:
@@ -120,6 +107,15 @@ def _http(count: int) -> None:
         return None
 
     async def requests() -> None:
+        statuses: list[int] = []
+
+        async def note_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app({**scope, "state": {}}, receive, note_status)  # the count is of 200s
+        if statuses != [200]:
+            raise SystemExit(f"GET /items/1 answered {statuses}, not 200")
         for _ in range(WARM_UP + count):
             await app({**scope, "state": {}}, receive, send)
 

@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationInfo, InstrumentationScope
+from opentelemetry.trace.span import _SPAN_ID_MAX_VALUE, _TRACE_ID_MAX_VALUE
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
@@ -41,8 +42,6 @@ from .static_sampling import StaticDecisions, static_decisions
 
 _UNSET = Status(StatusCode.UNSET)
 _DEFAULT_TRACE_STATE = trace_api.DEFAULT_TRACE_STATE
-_MAX_TRACE_ID = 2**128 - 1
-_MAX_SPAN_ID = 2**64 - 1
 # The trace flags of a span by (sampled, random trace id), made once.
 _FLAGS = {
     (sampled, random): trace_api.TraceFlags(
@@ -266,7 +265,7 @@ class LeanTracer(SdkTracer):
                 False,
                 _FLAGS[sampled, random_trace_id],
                 trace_state,
-                0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID,
+                0 < trace_id <= _TRACE_ID_MAX_VALUE and 0 < span_id <= _SPAN_ID_MAX_VALUE,
             ),
         )
         decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP
